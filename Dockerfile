@@ -1,0 +1,32 @@
+# The API, the workers and the migrations share this one image; docker-compose.yml picks
+# the process with `command:`.
+FROM python:3.11-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+
+WORKDIR /app
+
+# Dependencies first, in their own layer: with empty package folders the project installs
+# only its requirements, so editing the code does not reinstall them.
+COPY pyproject.toml ./
+RUN mkdir -p app workers forecast scripts \
+    && pip install --no-cache-dir . \
+    && pip uninstall --yes telemetry \
+    && rm -rf build *.egg-info app workers forecast scripts
+
+COPY app ./app
+COPY workers ./workers
+COPY forecast ./forecast
+COPY scripts ./scripts
+COPY migrations ./migrations
+COPY alembic.ini ./
+RUN pip install --no-cache-dir --no-deps . && rm -rf build *.egg-info
+
+# A home directory so libraries that cache per user (numba under statsforecast) can write.
+RUN useradd --create-home --uid 10001 telemetry
+USER telemetry
+
+EXPOSE 8000
+CMD ["uvicorn", "app.main:app", "--host", "0.0.0.0", "--port", "8000"]

@@ -1,0 +1,43 @@
+# The usual targets. `make run` and `make test` work on a fresh machine with Python,
+# PostgreSQL and Redis installed (private instances start under .data/ when needed).
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: install lint format test test-fast run bench bench-ingest migrate clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy .
+
+format: $(STAMP)
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+test: $(STAMP)
+	$(PY) -m scripts.services exec -- $(PY) -m pytest $(PYTEST_ARGS)
+
+run: $(STAMP)
+	$(PY) -m scripts.dev
+
+migrate: $(STAMP)
+	$(PY) -m scripts.services up
+	$(PY) -m alembic upgrade head
+
+bench: bench-ingest
+
+bench-ingest: $(STAMP)
+	$(PY) -m scripts.services exec -- $(PY) -m scripts.bench_ingest
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

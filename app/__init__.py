@@ -1,0 +1,1 @@
+"""Telemetry platform: ingest and read API."""

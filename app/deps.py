@@ -1,0 +1,59 @@
+"""Annotated dependency aliases: routes name what they need, the lifespan provides it."""
+
+from typing import Annotated
+
+from fastapi import Depends, Header, Request
+from redis.asyncio import Redis
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from app.backlog import BacklogGate
+from app.errors import InvalidInput
+from app.settings import Settings
+from app.stream import EventStream
+
+
+def _settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def _redis(request: Request) -> Redis:
+    redis: Redis = request.app.state.redis
+    return redis
+
+
+def _engine(request: Request) -> AsyncEngine:
+    engine: AsyncEngine = request.app.state.engine
+    return engine
+
+
+def _stream(request: Request) -> EventStream:
+    stream: EventStream = request.app.state.stream
+    return stream
+
+
+def _gate(request: Request) -> BacklogGate:
+    gate: BacklogGate = request.app.state.gate
+    return gate
+
+
+SettingsDep = Annotated[Settings, Depends(_settings)]
+
+
+def _tenant(
+    settings: SettingsDep,
+    x_tenant_id: Annotated[str | None, Header(max_length=128)] = None,
+) -> str:
+    # Per-tenant API keys will replace this header; everything below already keys on it.
+    if x_tenant_id is None:
+        return settings.default_tenant
+    if not x_tenant_id:
+        raise InvalidInput("must not be empty", field="X-Tenant-ID")
+    return x_tenant_id
+
+
+RedisDep = Annotated[Redis, Depends(_redis)]
+EngineDep = Annotated[AsyncEngine, Depends(_engine)]
+StreamDep = Annotated[EventStream, Depends(_stream)]
+GateDep = Annotated[BacklogGate, Depends(_gate)]
+TenantDep = Annotated[str, Depends(_tenant)]

@@ -1,0 +1,86 @@
+"""The API application: `uvicorn app.main:app`."""
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager, suppress
+
+from fastapi import FastAPI, Request, Response
+from fastapi.exceptions import RequestValidationError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from app.backlog import BacklogGate
+from app.database import create_engine
+from app.errors import TelemetryError, Unavailable
+from app.json import json_response
+from app.redis import create_redis
+from app.routes import health, ingest
+from app.settings import Settings, get_settings
+from app.stream import EventStream
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.settings = settings
+        app.state.engine = create_engine(settings)
+        app.state.redis = create_redis(settings)
+        app.state.stream = EventStream(
+            app.state.redis, settings.stream, settings.group, settings.dedupe_prefix
+        )
+        app.state.gate = BacklogGate(
+            app.state.stream,
+            max_entries=settings.backlog_max_entries,
+            max_age_s=settings.backlog_max_age_s,
+            interval_s=settings.backlog_check_interval_s,
+            retry_after_s=settings.retry_after_s,
+        )
+        # Ingest answers 503 until Redis is back; the workers create the group too.
+        with suppress(RedisConnectionError, RedisTimeoutError):
+            await app.state.stream.ensure_group()
+        try:
+            yield
+        finally:
+            await app.state.redis.aclose()
+            await app.state.engine.dispose()
+
+    app = FastAPI(title="Telemetry", version="0.1.0", lifespan=lifespan)
+    app.include_router(health.router)
+    app.include_router(ingest.router)
+    add_error_handlers(app, settings)
+    return app
+
+
+def add_error_handlers(app: FastAPI, settings: Settings) -> None:
+    @app.exception_handler(TelemetryError)
+    async def telemetry_error(request: Request, error: TelemetryError) -> Response:
+        return json_response(error.body(), error.status, error.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, error: RequestValidationError) -> Response:
+        first = error.errors()[0]
+        location = [
+            str(part)
+            for part in first.get("loc", ())
+            if part not in ("query", "path", "header", "body")
+        ]
+        wrapped = TelemetryError(
+            first.get("msg", "is invalid"),
+            field=".".join(location) or None,
+            status=422,
+            code="invalid",
+        )
+        return json_response(wrapped.body(), 422)
+
+    @app.exception_handler(RedisConnectionError)
+    @app.exception_handler(RedisTimeoutError)
+    async def redis_down(request: Request, error: Exception) -> Response:
+        wrapped = Unavailable(
+            "the event queue is unavailable; retry later",
+            headers={"Retry-After": str(settings.retry_after_s)},
+        )
+        return json_response(wrapped.body(), wrapped.status, wrapped.headers)
+
+
+app = create_app()

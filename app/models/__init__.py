@@ -1,0 +1,1 @@
+"""Tables and the SQL that reads and writes them; routes and workers call these functions."""

@@ -1,0 +1,1 @@
+"""HTTP routes: thin, they call query and service functions."""

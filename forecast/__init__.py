@@ -1,0 +1,1 @@
+"""Forecaster service (per-sensor statsforecast models); built in a later issue."""

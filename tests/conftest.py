@@ -1,0 +1,126 @@
+"""Tests run against the real PostgreSQL and Redis: a migrated test database, Redis db 15."""
+
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import asyncpg
+import httpx
+import psycopg
+import pytest
+from alembic import command
+from alembic.config import Config
+from fastapi import FastAPI
+from psycopg import sql
+from redis.asyncio import Redis
+from sqlalchemy.engine import make_url
+
+from app.main import create_app
+from app.settings import Settings, dsn
+from workers.database import Database
+from workers.worker import Worker
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TABLES = ("events", "readings", "device_status")
+
+
+def _test_database_url() -> str:
+    if "TEST_DATABASE_URL" in os.environ:
+        return os.environ["TEST_DATABASE_URL"]
+    base = make_url(dsn(os.environ.get("DATABASE_URL", Settings().database_url)))
+    return base.set(database="telemetry_test").render_as_string(hide_password=False)
+
+
+def _test_redis_url() -> str:
+    if "TEST_REDIS_URL" in os.environ:
+        return os.environ["TEST_REDIS_URL"]
+    base = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+    return base.rsplit("/", 1)[0] + "/15"
+
+
+def migrate(url: str) -> None:
+    """Drop and recreate the database, then run every migration on it."""
+    parsed = make_url(dsn(url))
+    name = parsed.database or "telemetry_test"
+    admin = parsed.set(database="postgres").render_as_string(hide_password=False)
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+        )
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    config = Config(os.path.join(ROOT, "alembic.ini"))
+    config.attributes["database_url"] = url
+    config.attributes["configure_logging"] = False
+    command.upgrade(config, "head")
+
+
+@pytest.fixture(scope="session")
+def database_url() -> str:
+    url = _test_database_url()
+    migrate(url)
+    return url
+
+
+@pytest.fixture
+def settings(database_url: str) -> Settings:
+    return Settings(
+        database_url=database_url,
+        redis_url=_test_redis_url(),
+        block_ms=50,
+        claim_interval_s=0.01,
+        trim_interval_s=3600,
+        db_retry_base_s=0.01,
+        db_retry_max_s=0.1,
+        backlog_check_interval_s=0,
+    )
+
+
+@pytest.fixture
+async def redis(settings: Settings) -> AsyncIterator[Redis]:
+    client = Redis.from_url(settings.redis_url)
+    await client.flushdb()
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+async def db(settings: Settings) -> AsyncIterator[asyncpg.Connection]:
+    """A plain connection to the test database, with the tables emptied first."""
+    conn = await asyncpg.connect(dsn(settings.database_url))
+    await conn.execute(f"TRUNCATE {', '.join(TABLES)}")
+    yield conn
+    await conn.close()
+
+
+@pytest.fixture
+async def app(settings: Settings, redis: Redis, db: asyncpg.Connection) -> AsyncIterator[FastAPI]:
+    application = create_app(settings)
+    async with application.router.lifespan_context(application):
+        yield application
+
+
+@pytest.fixture
+async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+        yield http
+
+
+RunWorker = Callable[..., Awaitable[Worker]]
+
+
+@pytest.fixture
+def run_worker(settings: Settings, redis: Redis) -> RunWorker:
+    """Run one worker in burst mode until the stream is drained."""
+
+    async def run(name: str = "w1", database: Database | None = None, **overrides: Any) -> Worker:
+        worker_settings = settings.model_copy(update=overrides)
+        database = database or Database(worker_settings)
+        worker = Worker(worker_settings, redis, database, name=name, burst=True)
+        try:
+            await worker.run()
+        finally:
+            await database.close()
+        return worker
+
+    return run

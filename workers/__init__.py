@@ -1,0 +1,1 @@
+"""The worker fleet: consumer-group workers that move events from the stream into storage."""

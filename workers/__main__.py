@@ -1,0 +1,51 @@
+"""`python -m workers [--burst] [--name NAME]`: run one consumer-group worker."""
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import socket
+import uuid
+
+from app.redis import create_redis
+from app.settings import get_settings
+from workers.database import Database
+from workers.worker import Worker
+
+
+def default_name() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+
+
+async def main(burst: bool, name: str) -> None:
+    settings = get_settings()
+    redis = create_redis(settings)
+    database = Database(settings)
+    worker = Worker(settings, redis, database, name=name, burst=burst)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        # The batch in hand is finished and acknowledged; then the loop ends.
+        loop.add_signal_handler(sig, worker.stop)
+    try:
+        await worker.run()
+    finally:
+        await database.close()
+        await redis.aclose()
+    logging.getLogger("workers").info("worker %s stopped after %d events", name, worker.stored)
+
+
+def cli() -> None:
+    parser = argparse.ArgumentParser(prog="python -m workers", description=__doc__)
+    parser.add_argument("--burst", action="store_true", help="drain the stream, then exit")
+    parser.add_argument("--name", default=default_name(), help="consumer name in the group")
+    args = parser.parse_args()
+    logging.basicConfig(
+        level=os.environ.get("LOG_LEVEL", "INFO"),
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+    )
+    asyncio.run(main(args.burst, args.name))
+
+
+if __name__ == "__main__":
+    cli()
