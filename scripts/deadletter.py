@@ -1,7 +1,7 @@
 """Inspect and replay the dead-letter stream.
 
-    python -m scripts.deadletter list [--count N]
-    python -m scripts.deadletter replay [ID ...]     (all when no id is given)
+python -m scripts.deadletter list [--count N]
+python -m scripts.deadletter replay [ID ...]     (all when no id is given)
 """
 
 import argparse

@@ -32,7 +32,8 @@ def dockerfile_copies() -> tuple[set[str], list[str]]:
     for line in (ROOT / "Dockerfile").read_text().splitlines():
         words = line.split()
         if words[:1] == ["COPY"] and not any(w.startswith("--from") for w in words):
-            copied |= {w.strip("./") or "." for w in words[1:-1] if not w.startswith("--")}
+            sources = [w for w in words[1:-1] if not w.startswith("--")]
+            copied |= {w.removeprefix("./").rstrip("/") or "." for w in sources}
         elif words[:1] == ["CMD"]:
             cmd = json.loads(line[len("CMD") :])
     return copied, cmd
