@@ -5,6 +5,7 @@ from typing import Any
 
 import orjson
 from fastapi import Request
+from starlette.requests import ClientDisconnect
 
 from app.errors import MalformedBody, PayloadTooLarge
 
@@ -17,11 +18,14 @@ async def read_body(request: Request, max_bytes: int) -> bytes:
         raise PayloadTooLarge(f"body is larger than {max_bytes} bytes", field="body")
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > max_bytes:
-            raise PayloadTooLarge(f"body is larger than {max_bytes} bytes", field="body")
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > max_bytes:
+                raise PayloadTooLarge(f"body is larger than {max_bytes} bytes", field="body")
+            chunks.append(chunk)
+    except ClientDisconnect:
+        raise MalformedBody("the client went away before sending the whole body") from None
     return b"".join(chunks)
 
 

@@ -1,4 +1,8 @@
-"""Annotated dependency aliases: routes name what they need, the lifespan provides it."""
+"""Annotated dependency aliases: routes name what they need, the lifespan provides it.
+
+The providers are async on purpose: FastAPI runs plain functions in a thread pool, which
+cost more than the whole ingest path.
+"""
 
 from typing import Annotated
 
@@ -12,27 +16,27 @@ from app.settings import Settings
 from app.stream import EventStream
 
 
-def _settings(request: Request) -> Settings:
+async def _settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
 
-def _redis(request: Request) -> Redis:
+async def _redis(request: Request) -> Redis:
     redis: Redis = request.app.state.redis
     return redis
 
 
-def _engine(request: Request) -> AsyncEngine:
+async def _engine(request: Request) -> AsyncEngine:
     engine: AsyncEngine = request.app.state.engine
     return engine
 
 
-def _stream(request: Request) -> EventStream:
+async def _stream(request: Request) -> EventStream:
     stream: EventStream = request.app.state.stream
     return stream
 
 
-def _gate(request: Request) -> BacklogGate:
+async def _gate(request: Request) -> BacklogGate:
     gate: BacklogGate = request.app.state.gate
     return gate
 
@@ -40,7 +44,7 @@ def _gate(request: Request) -> BacklogGate:
 SettingsDep = Annotated[Settings, Depends(_settings)]
 
 
-def _tenant(
+async def _tenant(
     settings: SettingsDep,
     x_tenant_id: Annotated[str | None, Header(max_length=128)] = None,
 ) -> str:
