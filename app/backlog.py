@@ -4,6 +4,7 @@ import asyncio
 import time
 
 from app.errors import Backpressure
+from app.metrics import BACKLOG_AGE, BACKLOG_ENTRIES
 from app.stream import Backlog, EventStream
 
 
@@ -35,6 +36,8 @@ class BacklogGate:
             if time.monotonic() - self._checked_at >= self.interval_s:
                 self._last = await self.stream.backlog()
                 self._checked_at = time.monotonic()
+                BACKLOG_ENTRIES.set(self._last.entries)
+                BACKLOG_AGE.set(self._last.oldest_age_s)
         return self._last
 
     async def check(self) -> None:

@@ -8,6 +8,7 @@ import orjson
 
 from app.contract import Limits, normalise, raw_event_id
 from app.errors import InvalidInput
+from app.metrics import EVENTS
 from app.settings import Settings
 from app.stream import EventStream
 
@@ -71,4 +72,8 @@ async def ingest(stream: EventStream, settings: Settings, tenant: str, raws: lis
         if not is_new:
             results[position]["status"] = "duplicate"
             duplicate += 1
-    return Outcome(results, len(fresh) - duplicate, duplicate, rejected)
+    accepted = len(fresh) - duplicate
+    EVENTS.labels("accepted").inc(accepted)
+    EVENTS.labels("duplicate").inc(duplicate)
+    EVENTS.labels("rejected").inc(rejected)
+    return Outcome(results, accepted, duplicate, rejected)

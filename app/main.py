@@ -13,7 +13,7 @@ from app.database import create_engine
 from app.errors import TelemetryError, Unavailable
 from app.json import json_response
 from app.redis import create_redis
-from app.routes import health, ingest
+from app.routes import alerts, generator, health, ingest, reads
 from app.settings import Settings, get_settings
 from app.stream import EventStream
 
@@ -48,6 +48,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(title="Telemetry", version="0.1.0", lifespan=lifespan)
     app.include_router(health.router)
     app.include_router(ingest.router)
+    app.include_router(reads.router)
+    app.include_router(alerts.router)
+    app.include_router(generator.router)
     add_error_handlers(app, settings)
     return app
 

@@ -74,6 +74,12 @@ class Settings(BaseSettings):
     chunk_interval: str = "1 day"
     compress_after: str = "7 days"
 
+    # Read API (issue 3): add read/aggregate/cache settings below this line.
+
+    # Alerts (issue 4): add alert settings below this line.
+
+    # Load generator (issue 5): add generator settings below this line.
+
     @field_validator("database_url")
     @classmethod
     def _check_database_url(cls, value: str) -> str:

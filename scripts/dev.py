@@ -56,7 +56,17 @@ def main() -> None:
         )
         for index in range(args.workers):
             children.append(
-                subprocess.Popen([sys.executable, "-m", "workers", "--name", f"dev-worker-{index}"])
+                subprocess.Popen(
+                    [
+                        sys.executable,
+                        "-m",
+                        "workers",
+                        "--name",
+                        f"dev-worker-{index}",
+                        "--metrics-port",
+                        str(9101 + index),
+                    ]
+                )
             )
         print(
             f"dev: API on http://{args.host}:{args.port}, {args.workers} workers; Ctrl-C stops",

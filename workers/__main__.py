@@ -8,6 +8,8 @@ import signal
 import socket
 import uuid
 
+from prometheus_client import start_http_server
+
 from app.redis import create_redis
 from app.settings import get_settings
 from workers.database import Database
@@ -18,8 +20,10 @@ def default_name() -> str:
     return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
 
 
-async def main(burst: bool, name: str) -> None:
+async def main(burst: bool, name: str, metrics_port: int) -> None:
     settings = get_settings()
+    if metrics_port:
+        start_http_server(metrics_port, addr="127.0.0.1")
     redis = create_redis(settings)
     database = Database(settings)
     worker = Worker(settings, redis, database, name=name, burst=burst)
@@ -39,12 +43,18 @@ def cli() -> None:
     parser = argparse.ArgumentParser(prog="python -m workers", description=__doc__)
     parser.add_argument("--burst", action="store_true", help="drain the stream, then exit")
     parser.add_argument("--name", default=default_name(), help="consumer name in the group")
+    parser.add_argument(
+        "--metrics-port",
+        type=int,
+        default=int(os.environ.get("WORKER_METRICS_PORT", "0")),
+        help="serve Prometheus metrics on this port (0: off)",
+    )
     args = parser.parse_args()
     logging.basicConfig(
         level=os.environ.get("LOG_LEVEL", "INFO"),
         format="%(asctime)s %(name)s %(levelname)s %(message)s",
     )
-    asyncio.run(main(args.burst, args.name))
+    asyncio.run(main(args.burst, args.name, args.metrics_port))
 
 
 if __name__ == "__main__":

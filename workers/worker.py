@@ -16,6 +16,7 @@ from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from app.metrics import BATCH_EVENTS, DB_RETRIES, DEAD_LETTERS, STORED, UPSERT_SECONDS
 from app.models.writes import EventRow, ReadingRow, write_batch
 from app.settings import Settings
 from app.stream import EventStream
@@ -171,6 +172,7 @@ class Worker:
                     entry_id, fields.get(b"d", b""), f"delivered {times} times", self.name
                 )
                 await self.redis.xack(self.settings.stream, self.settings.group, entry_id)
+                DEAD_LETTERS.labels("entry").inc()
                 log.warning("dead-lettered entry %r after %d deliveries", entry_id, times)
             else:
                 fresh.append((entry_id, fields))
@@ -181,6 +183,7 @@ class Worker:
         batch = decode(entries)
         for poison in batch.poison:
             await self.dead.add_entry(poison.entry_id, poison.payload, poison.error, self.name)
+            DEAD_LETTERS.labels("entry").inc()
         await self._store(batch)
         await self.redis.xack(self.settings.stream, self.settings.group, *batch.entry_ids)
         self.stored += len(batch.events)
@@ -199,6 +202,7 @@ class Worker:
                 )
                 log.warning("database fault (%r); retry %d in %.2f s", error, attempt + 1, delay)
                 await self.database.reset()
+                DB_RETRIES.inc()
                 attempt += 1
                 await self._sleep(delay)
         if self.after_commit is not None and stored:
@@ -217,6 +221,7 @@ class Worker:
             if len(events) == 1:
                 log.warning("dead-lettered event %s: %r", events[0].get("event_id"), error)
                 await self.dead.add_event(events[0], repr(error), self.name)
+                DEAD_LETTERS.labels("event").inc()
                 return []
         middle = len(events) // 2
         left = await self._write_isolating(events[:middle])
@@ -225,8 +230,11 @@ class Worker:
     async def _write(self, events: list[dict[str, Any]]) -> None:
         event_rows_, reading_rows = event_rows(events)
         conn = await self.database.connection()
-        async with conn.transaction():
-            await self.writer(conn, event_rows_, reading_rows)
+        with UPSERT_SECONDS.time():
+            async with conn.transaction():
+                await self.writer(conn, event_rows_, reading_rows)
+        BATCH_EVENTS.observe(len(events))
+        STORED.inc(len(events))
 
     async def _sleep(self, delay: float) -> None:
         try:

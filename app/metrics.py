@@ -1,0 +1,29 @@
+"""Prometheus metrics shared by the API and the workers.
+
+Each process serves its own registry: the API at GET /metrics, each worker on its own
+port (WORKER_METRICS_PORT + index). A port per worker keeps every process independent,
+with no shared multiprocess directory to clean up after a SIGKILL.
+"""
+
+from prometheus_client import Counter, Gauge, Histogram
+
+EVENTS = Counter("telemetry_events_total", "Events seen by the ingest API", ["status"])
+BACKLOG_ENTRIES = Gauge(
+    "telemetry_stream_backlog_entries", "Stream entries not yet acknowledged by the group"
+)
+BACKLOG_AGE = Gauge(
+    "telemetry_stream_oldest_pending_age_seconds", "Age of the oldest unacknowledged entry"
+)
+BATCH_EVENTS = Histogram(
+    "telemetry_worker_batch_events",
+    "Events per stored batch",
+    buckets=(1, 10, 50, 100, 500, 1000, 2500, 5000, 10000, 50000),
+)
+UPSERT_SECONDS = Histogram(
+    "telemetry_worker_upsert_seconds",
+    "Time of one batch transaction",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+STORED = Counter("telemetry_worker_events_stored_total", "Events written by this worker")
+DEAD_LETTERS = Counter("telemetry_dead_letters_total", "Entries and events dead-lettered", ["kind"])
+DB_RETRIES = Counter("telemetry_worker_db_retries_total", "Transient database faults retried")

@@ -1,0 +1,5 @@
+"""Routes for alerts (to be built)."""
+
+from fastapi import APIRouter
+
+router = APIRouter(tags=["alerts"])
