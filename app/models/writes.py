@@ -18,15 +18,18 @@ READING_COLUMNS = ("tenant_id", "device_id", "metric", "ts_us", "site_id", "valu
 
 STAGING = """
 CREATE TEMP TABLE IF NOT EXISTS stage_events (
-    tenant_id text, device_id text, ts_us bigint, event_id text, site_id text,
+    tenant_id text COLLATE "C", device_id text COLLATE "C", ts_us bigint,
+    event_id text COLLATE "C", site_id text COLLATE "C",
     metrics jsonb, tags text[], seq bigint
 ) ON COMMIT DELETE ROWS;
 CREATE TEMP TABLE IF NOT EXISTS stage_readings (
-    tenant_id text, device_id text, metric text, ts_us bigint, site_id text,
+    tenant_id text COLLATE "C", device_id text COLLATE "C", metric text COLLATE "C",
+    ts_us bigint, site_id text COLLATE "C",
     value double precision, seq bigint
 ) ON COMMIT DELETE ROWS;
 CREATE TEMP TABLE IF NOT EXISTS won (
-    tenant_id text, device_id text, ts timestamptz, seq bigint, replaced boolean
+    tenant_id text COLLATE "C", device_id text COLLATE "C", ts timestamptz, seq bigint,
+    replaced boolean
 ) ON COMMIT DELETE ROWS;
 """
 
@@ -47,31 +50,39 @@ WITH up AS (
 INSERT INTO won SELECT * FROM up
 """
 
-UPSERT_READINGS = f"""
-INSERT INTO readings AS r (tenant_id, device_id, metric, ts, site_id, value, seq)
-SELECT s.tenant_id, s.device_id, s.metric, w.ts, s.site_id, s.value, s.seq
+# When every staged event won (the usual case) the join with `won` is skipped.
+_WON_ROWS = f"""
 FROM stage_readings s
 JOIN won w ON w.tenant_id = s.tenant_id AND w.device_id = s.device_id
-    AND w.ts = {_TS.format(col="s.ts_us")} AND w.seq = s.seq
+    AND w.ts = {_TS.format(col="s.ts_us")} AND w.seq = s.seq"""
+_ALL_ROWS = "\nFROM stage_readings s"
+
+_READINGS = f"""
+INSERT INTO readings AS r (tenant_id, device_id, metric, ts, site_id, value, seq)
+SELECT s.tenant_id, s.device_id, s.metric, {_TS.format(col="s.ts_us")}, s.site_id, s.value, s.seq
+{{rows}}
 ORDER BY s.tenant_id, s.device_id, s.metric, s.ts_us
 ON CONFLICT (tenant_id, device_id, metric, ts) DO UPDATE
 SET site_id = excluded.site_id, value = excluded.value, seq = excluded.seq
 WHERE r.seq < excluded.seq
 """
 
-UPSERT_STATUS = f"""
+_STATUS = f"""
 INSERT INTO device_status AS d (tenant_id, device_id, metric, ts, value, site_id, seq)
 SELECT DISTINCT ON (s.tenant_id, s.device_id, s.metric)
-    s.tenant_id, s.device_id, s.metric, w.ts, s.value, s.site_id, s.seq
-FROM stage_readings s
-JOIN won w ON w.tenant_id = s.tenant_id AND w.device_id = s.device_id
-    AND w.ts = {_TS.format(col="s.ts_us")} AND w.seq = s.seq
+    s.tenant_id, s.device_id, s.metric, {_TS.format(col="s.ts_us")}, s.value, s.site_id, s.seq
+{{rows}}
 ORDER BY s.tenant_id, s.device_id, s.metric, s.ts_us DESC, s.seq DESC
 ON CONFLICT (tenant_id, device_id, metric) DO UPDATE
 SET ts = excluded.ts, value = excluded.value, site_id = excluded.site_id, seq = excluded.seq,
     updated_at = now()
 WHERE (d.ts, d.seq) < (excluded.ts, excluded.seq)
 """
+
+UPSERT_READINGS = _READINGS.format(rows=_WON_ROWS)
+UPSERT_READINGS_ALL = _READINGS.format(rows=_ALL_ROWS)
+UPSERT_STATUS = _STATUS.format(rows=_WON_ROWS)
+UPSERT_STATUS_ALL = _STATUS.format(rows=_ALL_ROWS)
 
 # A replacing write may carry fewer metrics than the row it replaced: drop the readings the
 # new version no longer has. device_status lists every metric a device ever sent, which
@@ -99,11 +110,18 @@ async def write_batch(
     await conn.copy_records_to_table("stage_readings", records=readings, columns=READING_COLUMNS)
     status: Any = await conn.execute(UPSERT_EVENTS)
     won = int(str(status).rsplit(" ", 1)[-1])
-    if won:
-        await conn.execute(UPSERT_READINGS)
-        await conn.execute(UPSERT_STATUS)
-        await conn.execute(DELETE_STALE_READINGS)
+    await _derive(conn, won, len(events))
     return won
+
+
+async def _derive(conn: asyncpg.Connection, won: int, staged: int) -> None:
+    """Readings and status for the events that won, then drop what replaced rows lost."""
+    if not won:
+        return
+    every = won == staged
+    await conn.execute(UPSERT_READINGS_ALL if every else UPSERT_READINGS)
+    await conn.execute(UPSERT_STATUS_ALL if every else UPSERT_STATUS)
+    await conn.execute(DELETE_STALE_READINGS)
 
 
 UNNEST_EVENTS = f"""
@@ -143,7 +161,5 @@ async def write_batch_unnest(
             [list(column) for column in zip(*readings, strict=True)] if readings else [[]] * 7
         )
         await conn.execute(UNNEST_READINGS, *reading_columns)
-        await conn.execute(UPSERT_READINGS)
-        await conn.execute(UPSERT_STATUS)
-        await conn.execute(DELETE_STALE_READINGS)
+    await _derive(conn, won, len(events))
     return won
