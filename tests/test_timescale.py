@@ -58,12 +58,16 @@ async def ts_db(timescale_url: str) -> AsyncIterator[asyncpg.Connection]:
 async def test_migrations_make_hypertables_with_policies(ts_db: asyncpg.Connection) -> None:
     tables = {
         r["hypertable_name"]
-        for r in await ts_db.fetch("SELECT hypertable_name FROM timescaledb_information.hypertables")
+        for r in await ts_db.fetch(
+            "SELECT hypertable_name FROM timescaledb_information.hypertables"
+        )
     }
     assert {"events", "readings"} <= tables
     jobs = {
         (r["proc_name"], r["hypertable_name"])
-        for r in await ts_db.fetch("SELECT proc_name, hypertable_name FROM timescaledb_information.jobs")
+        for r in await ts_db.fetch(
+            "SELECT proc_name, hypertable_name FROM timescaledb_information.jobs"
+        )
     }
     for table in ("events", "readings"):
         assert ("policy_compression", table) in jobs

@@ -35,12 +35,11 @@ CREATE TEMP TABLE IF NOT EXISTS won (
 
 _TS = "(timestamptz 'epoch' + {col} * interval '1 microsecond')"
 
-UPSERT_EVENTS = f"""
+# The events upsert around a source of rows; the rows that won land in `won`.
+_EVENTS = """
 WITH up AS (
     INSERT INTO events AS e (tenant_id, device_id, ts, event_id, site_id, metrics, tags, seq)
-    SELECT tenant_id, device_id, {_TS.format(col="ts_us")}, event_id, site_id, metrics, tags, seq
-    FROM stage_events
-    ORDER BY tenant_id, device_id, ts_us
+    {source}
     ON CONFLICT (tenant_id, device_id, ts) DO UPDATE
     SET event_id = excluded.event_id, site_id = excluded.site_id, metrics = excluded.metrics,
         tags = excluded.tags, seq = excluded.seq, received_at = now()
@@ -49,6 +48,13 @@ WITH up AS (
 )
 INSERT INTO won SELECT * FROM up
 """
+
+UPSERT_EVENTS = _EVENTS.format(
+    source=f"""SELECT tenant_id, device_id, {_TS.format(col="ts_us")}, event_id, site_id,
+        metrics, tags, seq
+    FROM stage_events
+    ORDER BY tenant_id, device_id, ts_us"""
+)
 
 # When every staged event won (the usual case) the join with `won` is skipped.
 _WON_ROWS = f"""
@@ -124,21 +130,12 @@ async def _derive(conn: asyncpg.Connection, won: int, staged: int) -> None:
     await conn.execute(DELETE_STALE_READINGS)
 
 
-UNNEST_EVENTS = f"""
-WITH up AS (
-    INSERT INTO events AS e (tenant_id, device_id, ts, event_id, site_id, metrics, tags, seq)
-    SELECT t, d, {_TS.format(col="u")}, i, s, m::jsonb, string_to_array(g, chr(31)), q
+UNNEST_EVENTS = _EVENTS.format(
+    source=f"""SELECT t, d, {_TS.format(col="u")}, i, s, m::jsonb, string_to_array(g, chr(31)), q
     FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::text[],
                 $7::text[], $8::bigint[]) AS x(t, d, u, i, s, m, g, q)
-    ORDER BY t, d, u
-    ON CONFLICT (tenant_id, device_id, ts) DO UPDATE
-    SET event_id = excluded.event_id, site_id = excluded.site_id, metrics = excluded.metrics,
-        tags = excluded.tags, seq = excluded.seq, received_at = now()
-    WHERE e.seq < excluded.seq
-    RETURNING e.tenant_id, e.device_id, e.ts, e.seq, e.xmax::text <> '0' AS replaced
+    ORDER BY t, d, u"""
 )
-INSERT INTO won SELECT * FROM up
-"""
 
 UNNEST_READINGS = """
 INSERT INTO stage_readings (tenant_id, device_id, metric, ts_us, site_id, value, seq)
