@@ -29,7 +29,8 @@ async def test_worker_process_drains_and_stops_on_sigterm(
         await post_batch(client, [event(f"e{i}", minute=i) for i in range(10)])
 
         async def stored() -> bool:
-            return await db.fetchval("SELECT count(*) FROM events") == 10
+            count: int = await db.fetchval("SELECT count(*) FROM events")
+            return count == 10
 
         await wait_for(stored)
         process.send_signal(signal.SIGTERM)
