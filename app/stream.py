@@ -87,7 +87,12 @@ class EventStream:
 
     async def backlog(self) -> Backlog:
         """Entries not yet acknowledged by the group, and the age of the oldest of them."""
-        groups: Any = await self.redis.xinfo_groups(self.stream)
+        try:
+            groups: Any = await self.redis.xinfo_groups(self.stream)
+        except ResponseError as error:
+            if "no such key" in str(error).lower():
+                return Backlog(0, 0.0)
+            raise
         info = next((g for g in groups if _text(g["name"]) == self.group), None)
         if info is None:
             return Backlog(0, 0.0)

@@ -11,7 +11,7 @@ from redis.asyncio import Redis
 from app.settings import Settings
 from app.stream import EventStream
 from tests.conftest import RunWorker
-from tests.helpers import event, post_batch
+from tests.helpers import event, post_batch, wait_for
 from workers.database import Database
 from workers.deadletter import DeadLetters
 from workers.worker import Worker
@@ -234,3 +234,28 @@ async def test_trim_keeps_what_is_not_acknowledged(
     stream = EventStream(redis, STREAM, "ingest", "telemetry:seen")
     backlog = await stream.backlog()
     assert backlog.entries == 3
+
+
+async def test_a_worker_recreates_a_vanished_group_and_stores_what_follows(
+    client: httpx.AsyncClient, db: asyncpg.Connection, redis: Redis, settings: Settings
+) -> None:
+    worker = Worker(settings, redis, Database(settings), name="survivor")
+    task = asyncio.create_task(worker.run())
+    try:
+        await post_batch(client, [event("before", minute=0)])
+        await wait_for(lambda: _count_is(db, 1))
+        # Redis lost everything (restarted without persistence): stream and group are gone.
+        await redis.flushdb()
+        assert (await worker.stream.backlog()).entries == 0
+        await worker.trim()
+        await post_batch(client, [event("after", minute=1)])
+        await wait_for(lambda: _count_is(db, 2))
+    finally:
+        worker.stop()
+        await task
+        await worker.database.close()
+
+
+async def _count_is(db: asyncpg.Connection, expected: int) -> bool:
+    count: int = await db.fetchval("SELECT count(*) FROM events")
+    return count == expected

@@ -14,6 +14,7 @@ from typing import Any
 import asyncpg
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from app.metrics import BATCH_EVENTS, DB_RETRIES, DEAD_LETTERS, STORED, UPSERT_SECONDS
@@ -86,6 +87,14 @@ class Worker:
                 try:
                     if not await self._step():
                         break
+                except ResponseError as error:
+                    gone = "NOGROUP" in str(error) or "no longer exists" in str(error)
+                    if not gone or self.burst:
+                        raise
+                    # The stream or group vanished (a Redis restart without persistence):
+                    # recreate the group from the start of whatever the stream holds now.
+                    log.warning("consumer group missing; recreating it")
+                    await self.stream.ensure_group()
                 except (RedisConnectionError, RedisTimeoutError) as error:
                     if self.burst:
                         raise
@@ -252,6 +261,8 @@ class Worker:
 
     async def trim(self) -> None:
         """Trim only below what every group has acknowledged (Redis 7 has no ACKED trim)."""
+        if not await self.redis.exists(self.settings.stream):
+            return
         groups: Any = await self.redis.xinfo_groups(self.settings.stream)
         floor: list[tuple[int, int]] = []
         for group in groups:
