@@ -66,6 +66,7 @@ class Settings(BaseSettings):
     claim_interval_s: float = Field(default=5.0, gt=0)
     max_deliveries: int = Field(default=5, ge=1)
     trim_interval_s: float = Field(default=10.0, gt=0)
+    forget_consumer_after_ms: int = Field(default=3_600_000, ge=0)
     db_retry_base_s: float = Field(default=0.2, gt=0)
     db_retry_max_s: float = Field(default=10.0, gt=0)
     statement_timeout_ms: int = Field(default=30000, ge=0)

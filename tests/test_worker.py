@@ -259,3 +259,23 @@ async def test_a_worker_recreates_a_vanished_group_and_stores_what_follows(
 async def _count_is(db: asyncpg.Connection, expected: int) -> bool:
     count: int = await db.fetchval("SELECT count(*) FROM events")
     return count == expected
+
+
+async def test_idle_consumers_holding_nothing_are_forgotten(
+    client: httpx.AsyncClient, redis: Redis, settings: Settings
+) -> None:
+    await post_batch(client, [event("a")])
+    await post_batch(client, [event("b", minute=1)])
+    await redis.xreadgroup("ingest", "holder", {STREAM: ">"}, count=1)
+    await redis.xreadgroup("ingest", "idle-empty", {STREAM: ">"}, count=1)
+    entries: Any = await redis.xrange(STREAM)
+    await redis.xack(STREAM, "ingest", entries[1][0])
+    worker = Worker(
+        settings.model_copy(update={"forget_consumer_after_ms": 0}),
+        redis,
+        Database(settings),
+        name="janitor",
+    )
+    assert await worker.forget_idle_consumers() == 1
+    names = {c["name"] for c in await redis.xinfo_consumers(STREAM, "ingest")}
+    assert names == {b"holder"}

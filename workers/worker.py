@@ -258,6 +258,24 @@ class Worker:
             return
         self._next_trim = now + self.settings.trim_interval_s
         await self.trim()
+        await self.forget_idle_consumers()
+
+    async def forget_idle_consumers(self) -> int:
+        """Drop consumers that hold nothing and have been idle long: each start adds one."""
+        consumers: Any = await self.redis.xinfo_consumers(self.settings.stream, self.settings.group)
+        forgotten = 0
+        for consumer in consumers:
+            name = consumer["name"]
+            name = name.decode() if isinstance(name, bytes) else str(name)
+            idle_ms = int(consumer["idle"])
+            if (
+                name != self.name
+                and not int(consumer["pending"])
+                and idle_ms > self.settings.forget_consumer_after_ms
+            ):
+                await self.redis.xgroup_delconsumer(self.settings.stream, self.settings.group, name)
+                forgotten += 1
+        return forgotten
 
     async def trim(self) -> None:
         """Trim only below what every group has acknowledged (Redis 7 has no ACKED trim)."""
