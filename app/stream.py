@@ -102,7 +102,9 @@ class EventStream:
         oldest: list[str] = []
         if pending:
             summary: Any = await self.redis.xpending(self.stream, self.group)
-            oldest.append(_text(summary["min"]))
+            # Acknowledged between the two calls: nothing pending any more.
+            if summary["min"] is not None:
+                oldest.append(_text(summary["min"]))
         undelivered: Any = await self.redis.xrange(self.stream, min=f"({last}", count=1)
         if undelivered:
             oldest.append(_text(undelivered[0][0]))

@@ -287,7 +287,10 @@ class Worker:
             last = group["last-delivered-id"]
             if int(group["pending"]):
                 summary: Any = await self.redis.xpending(self.settings.stream, group["name"])
-                last = summary["min"]
+                # Between the two calls the pending entries may all have been acknowledged;
+                # the last-delivered id is then the floor.
+                if summary["min"] is not None:
+                    last = summary["min"]
             text = last.decode() if isinstance(last, bytes) else str(last)
             ms, _, seq = text.partition("-")
             floor.append((int(ms), int(seq or 0)))
