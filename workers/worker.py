@@ -271,7 +271,7 @@ class Worker:
             if (
                 name != self.name
                 and not int(consumer["pending"])
-                and idle_ms > self.settings.forget_consumer_after_ms
+                and idle_ms >= self.settings.forget_consumer_after_ms
             ):
                 await self.redis.xgroup_delconsumer(self.settings.stream, self.settings.group, name)
                 forgotten += 1
