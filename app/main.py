@@ -8,9 +8,12 @@ from fastapi.exceptions import RequestValidationError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from app.alert_stream import AlertStream
 from app.backlog import BacklogGate
+from app.cache import ReadCache
 from app.database import create_engine
 from app.errors import TelemetryError, Unavailable
+from app.fanout import AlertFanout
 from app.json import json_response
 from app.redis import create_redis
 from app.routes import alerts, generator, health, ingest, reads
@@ -36,12 +39,31 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             interval_s=settings.backlog_check_interval_s,
             retry_after_s=settings.retry_after_s,
         )
+        app.state.cache = ReadCache(
+            settings.cache_max_entries,
+            ttl_recent_s=settings.cache_ttl_recent_s,
+            ttl_closed_s=settings.cache_ttl_closed_s,
+            sync_interval_s=settings.cache_sync_interval_s,
+        )
         # Ingest answers 503 until Redis is back; the workers create the group too.
         with suppress(RedisConnectionError, RedisTimeoutError):
             await app.state.stream.ensure_group()
+        app.state.alert_stream = AlertStream(
+            app.state.redis,
+            settings.alert_stream,
+            settings.alert_channel,
+            settings.alert_stream_maxlen,
+            settings.alert_state_ttl_s,
+        )
+        # One alert subscription per process, shared by every stream client.
+        app.state.alert_fanout = AlertFanout(
+            app.state.redis, settings.alert_channel, settings.alert_sse_queue
+        )
+        app.state.alert_fanout.start()
         try:
             yield
         finally:
+            await app.state.alert_fanout.stop()
             await app.state.redis.aclose()
             await app.state.engine.dispose()
 

@@ -27,3 +27,32 @@ UPSERT_SECONDS = Histogram(
 STORED = Counter("telemetry_worker_events_stored_total", "Events written by this worker")
 DEAD_LETTERS = Counter("telemetry_dead_letters_total", "Entries and events dead-lettered", ["kind"])
 DB_RETRIES = Counter("telemetry_worker_db_retries_total", "Transient database faults retried")
+
+# Alerts (issue 4).
+ALERT_TRANSITIONS = Counter(
+    "telemetry_alert_transitions_total", "Alert state transitions notified", ["state"]
+)
+ALERT_EVAL_SECONDS = Histogram(
+    "telemetry_alert_eval_seconds",
+    "Alert evaluation of one committed batch",
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1),
+)
+ALERT_RULES = Gauge("telemetry_alert_rules", "Alert rules this worker holds in memory")
+ALERT_HISTORY = Counter("telemetry_alert_history_total", "Alert transitions written to history")
+ALERT_SSE_CLIENTS = Gauge("telemetry_alert_sse_clients", "Connected alert stream clients")
+ALERT_SSE_OVERFLOWS = Counter(
+    "telemetry_alert_sse_overflows_total", "Alert stream clients ended for falling behind"
+)
+
+# Read API (issue 3).
+CACHE_HITS = Counter("telemetry_read_cache_hits_total", "Read cache hits", ["endpoint"])
+CACHE_MISSES = Counter("telemetry_read_cache_misses_total", "Read cache misses", ["endpoint"])
+WATERMARK_LAG = Gauge(
+    "telemetry_aggregate_watermark_lag_seconds",
+    "Age of the rollup watermark: minutes past it are read from raw rows",
+)
+REFRESH_SECONDS = Histogram(
+    "telemetry_rollup_refresh_seconds",
+    "One refresher round",
+    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)

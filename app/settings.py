@@ -76,10 +76,56 @@ class Settings(BaseSettings):
     compress_after: str = "7 days"
 
     # Read API (issue 3): add read/aggregate/cache settings below this line.
+    read_default_limit: int = Field(default=100, ge=1)
+    read_max_limit: int = Field(default=1000, ge=1)
+    # OFFSET paging gets slower with depth; past this the cursor endpoints page instead.
+    read_max_page_offset: int = Field(default=100_000, ge=0)
+    aggregate_max_buckets: int = Field(default=10_000, ge=1)
+    aggregate_max_interval_s: int = Field(default=366 * 86400, ge=60)
+    power_metric: str = "power_w"
+    # Seed 003: energy delivered (DC) over energy consumed (AC), each summed over the window.
+    efficiency_dc_metric: str = "kwhDeliveredDc"
+    efficiency_ac_metric: str = "kwhConsumedAc"
+    efficiency_threshold_pct: float = Field(default=85.0, ge=0)
+    cache_max_entries: int = Field(default=4096, ge=1)
+    # Answers that reach past the rollup watermark live briefly; closed ones live long and
+    # are evicted when the refresher logs a late refresh of their range.
+    cache_ttl_recent_s: float = Field(default=5.0, gt=0)
+    cache_ttl_closed_s: float = Field(default=600.0, gt=0)
+    cache_sync_interval_s: float = Field(default=1.0, gt=0)
+    refresh_enabled: bool = True
+    refresh_interval_s: float = Field(default=5.0, gt=0)
+    # Minutes newer than this stay realtime (read from raw rows), so on-time data is never late.
+    refresh_lag_s: int = Field(default=60, ge=0)
+    refresh_max_minutes: int = Field(default=720, ge=1)
+    refresh_window_minutes: int = Field(default=1440, ge=1)
+    # The stated bound: a late reading shows in every answer, cached or not, within this.
+    late_data_bound_s: float = Field(default=30.0, gt=0)
+    refresh_log_keep_s: float = Field(default=3600.0, gt=0)
 
     # Alerts (issue 4): add alert settings below this line.
+    alert_rules_channel: str = "telemetry:alerts:rules"
+    alert_channel: str = "telemetry:alerts:live"
+    alert_stream: str = "telemetry:alerts"
+    alert_stream_maxlen: int = Field(default=100_000, ge=100)
+    alert_history_group: str = "alert-history"
+    alert_state_prefix: str = "telemetry:alert-state"
+    # An idle (rule, device) state is forgotten after this; a new breach starts afresh.
+    alert_state_ttl_s: int = Field(default=30 * 86400, ge=60)
+    # A worker that missed a rule change over Pub/Sub converges within this period.
+    alert_rule_sync_s: float = Field(default=2.0, gt=0)
+    alert_history_batch: int = Field(default=500, ge=1)
+    # Observations per call of the transition script: bounds how long one call holds Redis.
+    alert_eval_chunk: int = Field(default=2000, ge=1)
+    alert_max_duration_s: float = Field(default=7 * 86400, gt=0)
+    alert_sse_queue: int = Field(default=1000, ge=1)
+    alert_sse_heartbeat_s: float = Field(default=15.0, gt=0)
+    alert_sse_send_timeout_s: float = Field(default=10.0, gt=0)
+    alert_sse_retry_ms: int = Field(default=2000, ge=0)
 
     # Load generator (issue 5): add generator settings below this line.
+    # The running generator's profile, one key per tenant (GET/PUT /v1/generator/config).
+    generator_config_prefix: str = "telemetry:generator:config"
 
     @field_validator("database_url")
     @classmethod

@@ -21,7 +21,14 @@ from workers.database import Database
 from workers.worker import Worker
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TABLES = ("events", "readings", "device_status")
+TABLES = (
+    "events",
+    "readings",
+    "device_status",
+    "alert_rules",
+    "alert_rule_versions",
+    "alert_history",
+)
 
 
 def _test_database_url() -> str:

@@ -12,7 +12,9 @@ from prometheus_client import start_http_server
 
 from app.redis import create_redis
 from app.settings import get_settings
+from workers.alerts import Alerts
 from workers.database import Database
+from workers.refresher import Refresher
 from workers.worker import Worker
 
 
@@ -26,13 +28,17 @@ async def main(burst: bool, name: str, metrics_port: int) -> None:
         start_http_server(metrics_port, addr="127.0.0.1")
     redis = create_redis(settings)
     database = Database(settings)
-    worker = Worker(settings, redis, database, name=name, burst=burst)
+    alerts = Alerts(settings, redis, name=name)
+    worker = Worker(settings, redis, database, name=name, burst=burst, after_commit=alerts.evaluate)
+    # One refresher per fleet wins the advisory lock; the others only try it each round.
+    refresher = Refresher(settings)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         # The batch in hand is finished and acknowledged; then the loop ends.
         loop.add_signal_handler(sig, worker.stop)
     try:
-        await worker.run()
+        async with alerts.running(), refresher.running(active=not burst):
+            await worker.run()
     finally:
         await database.close()
         await redis.aclose()

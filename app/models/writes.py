@@ -102,6 +102,13 @@ WHERE w.replaced
     AND r.metric = d.metric AND r.ts = w.ts AND r.seq < w.seq
 """
 
+# The minutes this batch changed, for the rollup refresher (workers/refresher.py); in the
+# batch's own transaction, so a committed write is never missing from the list.
+RECORD_TOUCHED = """
+INSERT INTO rollup_dirty (minute)
+SELECT DISTINCT date_bin('1 minute', ts, timestamptz 'epoch') FROM won
+"""
+
 
 async def prepare(conn: asyncpg.Connection) -> None:
     """Create the connection's staging tables; call once per new connection."""
@@ -128,6 +135,7 @@ async def _derive(conn: asyncpg.Connection, won: int, staged: int) -> None:
     await conn.execute(UPSERT_READINGS_ALL if every else UPSERT_READINGS)
     await conn.execute(UPSERT_STATUS_ALL if every else UPSERT_STATUS)
     await conn.execute(DELETE_STALE_READINGS)
+    await conn.execute(RECORD_TOUCHED)
 
 
 UNNEST_EVENTS = _EVENTS.format(
