@@ -284,8 +284,12 @@ async def main(args: argparse.Namespace) -> None:
         "",
         f"- scale {args.scale}: {devices} devices x 3 metrics x {args.days} days of 1-minute"
         f" data = {readings:,} readings, {readings // 3:,} events",
-        f"- database {make_url(dsn(settings.database_url)).database}; load {load_s:.0f} s,"
-        f" rollups {build_s:.0f} s in {rounds} refresher rounds",
+        f"- database {make_url(dsn(settings.database_url)).database}; "
+        + (
+            "data and rollups of an earlier run"
+            if args.reuse
+            else f"load {load_s:.0f} s, rollups {build_s:.0f} s in {rounds} refresher rounds"
+        ),
         f"- 30-day hourly query plan: {plan}",
         f"- {args.samples} samples per cell (cold: distinct keys, as many as exist)",
         "",
