@@ -1,6 +1,7 @@
 """Tests run against the real PostgreSQL and Redis: a migrated test database, Redis db 15."""
 
 import os
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -111,6 +112,55 @@ async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
         yield http
+
+
+TIMESCALE_URL = os.environ.get("TEST_TIMESCALE_URL", "")
+
+
+def timescale_skip_reason() -> str | None:
+    """Why the TimescaleDB tests cannot run here, or None when they can."""
+    if not TIMESCALE_URL:
+        return "TEST_TIMESCALE_URL is not set (point it at a PostgreSQL with TimescaleDB)"
+    admin = make_url(dsn(TIMESCALE_URL)).set(database="postgres")
+    try:
+        with psycopg.connect(
+            admin.render_as_string(hide_password=False), connect_timeout=3
+        ) as conn:
+            preload = conn.execute("SHOW shared_preload_libraries").fetchone()
+            available = conn.execute(
+                "SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb'"
+            ).fetchone()
+    except psycopg.OperationalError as error:
+        return f"TEST_TIMESCALE_URL does not answer: {error}"
+    if not available or not preload or "timescaledb" not in preload[0]:
+        return "the timescaledb extension is not installed and preloaded there"
+    return None
+
+
+@pytest.fixture(scope="session")
+def timescale_url() -> str:
+    """A migrated TimescaleDB database, or the test skips with the reason."""
+    reason = timescale_skip_reason()
+    if reason:
+        pytest.skip(reason)
+    migrate(TIMESCALE_URL)
+    return TIMESCALE_URL
+
+
+@pytest.fixture
+def alert_settings(settings: Settings) -> Settings:
+    # Pub/Sub channels are global across Redis dbs: unique names keep test runs apart.
+    tag = uuid.uuid4().hex[:8]
+    return settings.model_copy(
+        update={
+            "alert_rules_channel": f"test:{tag}:rules",
+            "alert_channel": f"test:{tag}:alerts",
+            "alert_rule_sync_s": 3600.0,
+            # Batches go to Redis in several script calls, as large ones do.
+            "alert_eval_chunk": 3,
+            "alert_sse_heartbeat_s": 0.2,
+        }
+    )
 
 
 RunWorker = Callable[..., Awaitable[Worker]]

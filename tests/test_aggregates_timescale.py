@@ -5,7 +5,6 @@ created (it must be preloaded); skips with the reason otherwise. Both paths get 
 events through the ingest path, the same refresher rounds, and must give the same answers.
 """
 
-import os
 import random
 import time
 from collections.abc import AsyncIterator
@@ -15,48 +14,21 @@ from typing import Any
 
 import asyncpg
 import httpx
-import psycopg
 import pytest
 from redis.asyncio import Redis
 
 from app.main import create_app
-from app.settings import Settings, dsn
+from app.settings import Settings
 from tests import test_reads
-from tests.conftest import RunWorker, migrate
+from tests.conftest import RunWorker
 from tests.test_reads import reset_rollups
 from workers.refresher import Refresher
 
 pytestmark = pytest.mark.timescale
 
-URL = os.environ.get("TEST_TIMESCALE_URL", "")
 BASE_S = 1748736000  # 2025-06-01T00:00:00Z
 
 read_settings = test_reads.read_settings
-
-
-def _skip_reason() -> str | None:
-    if not URL:
-        return "TEST_TIMESCALE_URL is not set (point it at a PostgreSQL with TimescaleDB)"
-    try:
-        with psycopg.connect(dsn(URL).rsplit("/", 1)[0] + "/postgres", connect_timeout=3) as conn:
-            preload = conn.execute("SHOW shared_preload_libraries").fetchone()
-            available = conn.execute(
-                "SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb'"
-            ).fetchone()
-    except psycopg.OperationalError as error:
-        return f"TEST_TIMESCALE_URL does not answer: {error}"
-    if not available or not preload or "timescaledb" not in preload[0]:
-        return "the timescaledb extension is not installed and preloaded there"
-    return None
-
-
-@pytest.fixture(scope="module")
-def timescale_url() -> str:
-    reason = _skip_reason()
-    if reason:
-        pytest.skip(reason)
-    migrate(URL)
-    return URL
 
 
 def dataset(seed: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:

@@ -2,7 +2,6 @@
 
 import asyncio
 import dataclasses
-import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -22,21 +21,6 @@ from workers.database import Database
 from workers.worker import Worker
 
 BASE_TS_US = 1_748_772_000_000_000  # 2025-06-01T10:00:00Z, the minute 0 of tests.helpers.event
-
-
-@pytest.fixture
-def alert_settings(settings: Settings) -> Settings:
-    # Pub/Sub channels are global across Redis dbs: unique names keep test runs apart.
-    tag = uuid.uuid4().hex[:8]
-    return settings.model_copy(
-        update={
-            "alert_rules_channel": f"test:{tag}:rules",
-            "alert_channel": f"test:{tag}:alerts",
-            "alert_rule_sync_s": 3600.0,
-            # Batches go to Redis in several script calls, as large ones do.
-            "alert_eval_chunk": 3,
-        }
-    )
 
 
 @pytest.fixture

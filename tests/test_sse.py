@@ -2,7 +2,6 @@
 
 import asyncio
 import contextlib
-import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -23,20 +22,6 @@ from tests.helpers import wait_for
 from workers.alerts import Alerts
 
 BASE_TS_US = 1_748_772_000_000_000  # 2025-06-01T10:00:00Z
-
-
-@pytest.fixture
-def alert_settings(settings: Settings) -> Settings:
-    # Pub/Sub channels are global across Redis dbs: unique names keep test runs apart.
-    tag = uuid.uuid4().hex[:8]
-    return settings.model_copy(
-        update={
-            "alert_rules_channel": f"test:{tag}:rules",
-            "alert_channel": f"test:{tag}:alerts",
-            "alert_rule_sync_s": 3600.0,
-            "alert_sse_heartbeat_s": 0.2,
-        }
-    )
 
 
 @pytest.fixture

@@ -4,47 +4,18 @@ Runs when TEST_TIMESCALE_URL names a PostgreSQL where the timescaledb extension 
 created (it must be preloaded); skips with the reason otherwise.
 """
 
-import os
 from collections.abc import AsyncIterator
 
 import asyncpg
 import httpx
-import psycopg
 import pytest
 from redis.asyncio import Redis
 
 from app.settings import Settings, dsn
-from tests.conftest import RunWorker, migrate
+from tests.conftest import RunWorker
 from tests.helpers import event, post_batch
 
 pytestmark = pytest.mark.timescale
-
-URL = os.environ.get("TEST_TIMESCALE_URL", "")
-
-
-def _skip_reason() -> str | None:
-    if not URL:
-        return "TEST_TIMESCALE_URL is not set (point it at a PostgreSQL with TimescaleDB)"
-    try:
-        with psycopg.connect(dsn(URL).rsplit("/", 1)[0] + "/postgres", connect_timeout=3) as conn:
-            preload = conn.execute("SHOW shared_preload_libraries").fetchone()
-            available = conn.execute(
-                "SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb'"
-            ).fetchone()
-    except psycopg.OperationalError as error:
-        return f"TEST_TIMESCALE_URL does not answer: {error}"
-    if not available or not preload or "timescaledb" not in preload[0]:
-        return "the timescaledb extension is not installed and preloaded there"
-    return None
-
-
-@pytest.fixture(scope="module")
-def timescale_url() -> str:
-    reason = _skip_reason()
-    if reason:
-        pytest.skip(reason)
-    migrate(URL)
-    return URL
 
 
 @pytest.fixture
