@@ -8,6 +8,7 @@ worker-maintained tables), so these queries are the same on both paths.
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Literal
 
 from sqlalchemy import text
@@ -127,15 +128,22 @@ SELECT set_config('plan_cache_mode', 'force_custom_plan', true), set_config('jit
 """
 
 
+@dataclass(frozen=True, slots=True)
+class Selection:
+    """The readings a query covers: one device's or site's, in [lo_us, hi_us)."""
+
+    tenant: str
+    scope: Scope
+    key: str
+    lo_us: int
+    hi_us: int
+
+
 async def aggregate(
     conn: AsyncConnection,
-    *,
-    tenant: str,
-    scope: Scope,
-    key: str,
+    selection: Selection,
     metrics: Sequence[str],
-    from_us: int,
-    to_us_: int,
+    *,
     cell_s: int | None,
     limit: int,
     energy: bool = False,
@@ -145,12 +153,14 @@ async def aggregate(
     Cells are epoch-aligned multiples of cell_s (one cell over the whole range when None);
     only cells with data come back, at most `limit` of them.
     """
+    scope = selection.scope
     if energy and scope != "site":
         raise ValueError("energy columns exist on the site rollups only")
-    pieces = plan(from_us, to_us_, cell_s)
+    pieces = plan(selection.lo_us, selection.hi_us, cell_s)
     if not pieces:
         return []
-    params: dict[str, Any] = {"tenant": tenant, "key": key, "metrics": list(metrics)}
+    params: dict[str, Any] = {"tenant": selection.tenant, "key": selection.key}
+    params["metrics"] = list(metrics)
     params["limit"] = limit
     if cell_s:
         params["cell"] = cell_s
@@ -187,11 +197,11 @@ class Window:
     cumulative_wh: float
 
 
-def _cell_bounds(cell: int, cell_s: int | None, from_us: int, to_us_: int) -> tuple[int, int]:
+def _cell_bounds(cell: int, cell_s: int | None, selection: Selection) -> tuple[int, int]:
     if cell_s is None:
-        return from_us, to_us_
+        return selection.lo_us, selection.hi_us
     start = cell * cell_s * US
-    return max(start, from_us), min(start + cell_s * US, to_us_)
+    return max(start, selection.lo_us), min(start + cell_s * US, selection.hi_us)
 
 
 def to_bucket(row: Row, bounds: tuple[int, int]) -> Bucket:
@@ -201,86 +211,31 @@ def to_bucket(row: Row, bounds: tuple[int, int]) -> Bucket:
 
 
 async def metric_buckets(
-    conn: AsyncConnection,
-    *,
-    tenant: str,
-    scope: Scope,
-    key: str,
-    metric: str,
-    from_us: int,
-    to_us_: int,
-    interval_s: int,
-    limit: int,
+    conn: AsyncConnection, selection: Selection, metric: str, *, interval_s: int, limit: int
 ) -> list[Bucket]:
-    """count, sum, avg, min, max per epoch-aligned interval, clipped to [from, to)."""
-    rows = await aggregate(
-        conn,
-        tenant=tenant,
-        scope=scope,
-        key=key,
-        metrics=[metric],
-        from_us=from_us,
-        to_us_=to_us_,
-        cell_s=interval_s,
-        limit=limit,
-    )
-    return [to_bucket(r, _cell_bounds(r.cell, interval_s, from_us, to_us_)) for r in rows]
+    """count, sum, avg, min, max per epoch-aligned interval, clipped to the range."""
+    rows = await aggregate(conn, selection, [metric], cell_s=interval_s, limit=limit)
+    return [to_bucket(r, _cell_bounds(r.cell, interval_s, selection)) for r in rows]
 
 
 async def metric_totals(
-    conn: AsyncConnection,
-    *,
-    tenant: str,
-    scope: Scope,
-    key: str,
-    metrics: Sequence[str],
-    from_us: int,
-    to_us_: int,
+    conn: AsyncConnection, selection: Selection, metrics: Sequence[str]
 ) -> dict[str, Bucket]:
     """One bucket per metric over the whole range (metrics without data are absent)."""
-    rows = await aggregate(
-        conn,
-        tenant=tenant,
-        scope=scope,
-        key=key,
-        metrics=metrics,
-        from_us=from_us,
-        to_us_=to_us_,
-        cell_s=None,
-        limit=len(metrics),
-    )
-    return {r.metric: to_bucket(r, (from_us, to_us_)) for r in rows}
+    rows = await aggregate(conn, selection, metrics, cell_s=None, limit=len(metrics))
+    return {r.metric: to_bucket(r, (selection.lo_us, selection.hi_us)) for r in rows}
 
 
 async def site_energy(
-    conn: AsyncConnection,
-    *,
-    tenant: str,
-    site: str,
-    metric: str,
-    from_us: int,
-    to_us_: int,
-    window_s: int,
-    limit: int,
+    conn: AsyncConnection, selection: Selection, metric: str, *, window_s: int, limit: int
 ) -> list[Window]:
-    """Per window of a whole-minute range: average and peak site power, energy, cumulative.
+    """Per window of a site's whole-minute range: average and peak power, energy, cumulative.
 
     A device's power in a minute is the mean of its samples there, clamped at zero (energy
     counts consumption); the site's is the sum over its devices. Energy integrates that over
     each minute with data; the average is over those minutes; the peak is the highest minute.
     """
-    rows = await aggregate(
-        conn,
-        tenant=tenant,
-        scope="site",
-        key=site,
-        metrics=[metric],
-        from_us=from_us,
-        to_us_=to_us_,
-        cell_s=window_s,
-        limit=limit,
-        energy=True,
-    )
+    rows = await aggregate(conn, selection, [metric], cell_s=window_s, limit=limit, energy=True)
     windows = []
     cumulative = 0.0
     for r in rows:
@@ -289,7 +244,7 @@ async def site_energy(
         cumulative += energy
         hours = r.minutes / 60
         average = min(energy / hours, peak) if hours > 0 else 0.0
-        start, end = _cell_bounds(r.cell, window_s, from_us, to_us_)
+        start, end = _cell_bounds(r.cell, window_s, selection)
         windows.append(Window(start, end, average, peak, energy, cumulative))
     return windows
 
@@ -325,13 +280,17 @@ SELECT id, lo, hi FROM rollup_refresh_log WHERE id > :after ORDER BY id
 """
 
 
+def _us_or_none(moment: datetime | None) -> int | None:
+    return to_us(moment) if moment is not None else None
+
+
 async def rollup_state(conn: AsyncConnection) -> RollupState:
     row = (await conn.execute(text(STATE))).one()
     return RollupState(
-        to_us(row.w1m) if row.w1m is not None else None,
-        to_us(row.refreshed_at) if row.refreshed_at is not None else None,
+        _us_or_none(row.w1m),
+        _us_or_none(row.refreshed_at),
         row.log_id,
-        to_us(row.pending_since) if row.pending_since is not None else None,
+        _us_or_none(row.pending_since),
     )
 
 

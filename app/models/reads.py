@@ -6,6 +6,7 @@ offset, as seed 001 asks, up to a bound.
 """
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import orjson
@@ -36,6 +37,15 @@ def _event(row: Any) -> EventRow:
     )
 
 
+async def _events(conn: AsyncConnection, query: str, params: dict[str, Any]) -> list[EventRow]:
+    result = await conn.execute(text(query), params)
+    return [_event(row) for row in result]
+
+
+def _range(from_us: int, to_us_: int) -> dict[str, datetime]:
+    return {"lo": to_datetime(from_us), "hi": to_datetime(to_us_)}
+
+
 DEVICE_EVENTS = f"""
 SELECT {_COLUMNS} FROM events
 WHERE tenant_id = :tenant AND device_id = :device AND ts >= :lo AND ts < :hi
@@ -48,17 +58,8 @@ async def device_events(
     conn: AsyncConnection, tenant: str, device: str, from_us: int, to_us_: int, limit: int
 ) -> list[EventRow]:
     """A device's events in [from, to), newest first."""
-    result = await conn.execute(
-        text(DEVICE_EVENTS),
-        {
-            "tenant": tenant,
-            "device": device,
-            "lo": to_datetime(from_us),
-            "hi": to_datetime(to_us_),
-            "limit": limit,
-        },
-    )
-    return [_event(row) for row in result]
+    params = {"tenant": tenant, "device": device, **_range(from_us, to_us_), "limit": limit}
+    return await _events(conn, DEVICE_EVENTS, params)
 
 
 TENANT_EVENTS = f"""
@@ -73,10 +74,7 @@ async def tenant_events(
     conn: AsyncConnection, tenant: str, offset: int, limit: int
 ) -> list[EventRow]:
     """One page of the tenant's events, newest first."""
-    result = await conn.execute(
-        text(TENANT_EVENTS), {"tenant": tenant, "limit": limit, "offset": offset}
-    )
-    return [_event(row) for row in result]
+    return await _events(conn, TENANT_EVENTS, {"tenant": tenant, "limit": limit, "offset": offset})
 
 
 SEARCH = f"""
@@ -98,19 +96,9 @@ async def search_events(
     limit: int,
 ) -> list[EventRow]:
     """Events carrying every tag, newest first, strictly before the (ts, device) position."""
-    result = await conn.execute(
-        text(SEARCH),
-        {
-            "tenant": tenant,
-            "tags": tags,
-            "lo": to_datetime(from_us),
-            "hi": to_datetime(to_us_),
-            "before_ts": to_datetime(before[0]),
-            "before_device": before[1],
-            "limit": limit,
-        },
-    )
-    return [_event(row) for row in result]
+    params = {"tenant": tenant, "tags": tags, **_range(from_us, to_us_), "limit": limit}
+    params.update(before_ts=to_datetime(before[0]), before_device=before[1])
+    return await _events(conn, SEARCH, params)
 
 
 @dataclass(frozen=True, slots=True)
