@@ -144,11 +144,13 @@ async def brownout(proxy: Proxy, seconds: float, rng: random.Random | None = Non
     rng = rng or random.Random()
     deadline = time.monotonic() + seconds
     done: list[str] = []
-    spells = ("delay", "stall", "drop", "refuse", "delay-drop")
+    spells = ["delay", "stall", "drop", "refuse", "delay-drop"]
+    # Every kind once, in random order, then at random.
+    order = rng.sample(spells, len(spells))
     try:
         while (left := deadline - time.monotonic()) > 0:
-            spell = rng.choice(spells)
-            length = min(left, rng.uniform(0.2, 0.2 * seconds))
+            spell = order.pop() if order else rng.choice(spells)
+            length = min(left, rng.uniform(0.2, 0.15 * seconds))
             proxy.resume()
             if spell == "delay":
                 proxy.delay(rng.uniform(0.05, 0.5))
