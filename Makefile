@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install lint format test test-fast run bench bench-ingest migrate clean
+.PHONY: install lint format test run bench bench-ingest bench-reads bench-e2e chaos migrate clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -34,10 +34,19 @@ migrate: $(STAMP)
 	$(PY) -m scripts.services up
 	$(PY) -m alembic upgrade head
 
-bench: bench-ingest
+bench: bench-ingest bench-reads bench-e2e
 
 bench-ingest: $(STAMP)
 	$(PY) -m scripts.services exec -- $(PY) -m scripts.bench_ingest
+
+bench-reads: $(STAMP)
+	$(PY) -m scripts.services exec -- $(PY) -m scripts.bench_reads --scale 0.05
+
+bench-e2e: $(STAMP)
+	$(PY) -m scripts.services exec -- $(PY) -m scripts.bench
+
+chaos: $(STAMP)
+	$(PY) -m scripts.services exec -- $(PY) -m scripts.chaos
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
