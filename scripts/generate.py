@@ -406,7 +406,9 @@ class Generator:
             self._hold(now + rng.uniform(0, config.max_out_of_order_ms) / 1000, event)
         else:
             self._enqueue(event, now)
-        if config.duplicate_rate and rng.random() < config.duplicate_rate:
+        # A malformed event is not resent: each one is rejected exactly once, so the
+        # rejected count can be checked against the invalid count.
+        if config.duplicate_rate and rng.random() < config.duplicate_rate and not event.invalid:
             self.counts.resent += 1
             self._hold(now + rng.uniform(0, 2.0), event)
         return event
