@@ -27,14 +27,11 @@ from pathlib import Path
 import asyncpg
 import httpx
 import orjson
-import psycopg
-from alembic import command
-from alembic.config import Config
-from psycopg import sql
 from redis.asyncio import Redis
 from sqlalchemy.engine import make_url
 
-from app.settings import Settings, dsn, get_settings
+from app.schema import recreate
+from app.settings import dsn, get_settings
 from workers.alerts import format_time
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -50,19 +47,6 @@ LOAD_RULES = (
     {"metric": "power_w", "op": ">", "threshold": 9000, "cooldown": "5m"},
     {"site_id": "site-007", "metric": "voltage_v", "op": "<", "threshold": 228},
 )
-
-
-def fresh_database(settings: Settings) -> None:
-    url = make_url(dsn(settings.database_url))
-    admin = url.set(database="postgres").render_as_string(hide_password=False)
-    with psycopg.connect(admin, autocommit=True) as conn:
-        name = sql.Identifier(url.database or "telemetry_alert_latency")
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(name))
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(name))
-    config = Config(str(ROOT / "alembic.ini"))
-    config.attributes["database_url"] = settings.database_url
-    config.attributes["configure_logging"] = False
-    command.upgrade(config, "head")
 
 
 def free_port() -> int:
@@ -169,7 +153,7 @@ async def run(args: argparse.Namespace) -> None:
             "redis_url": base_settings.redis_url.rsplit("/", 1)[0] + f"/{args.redis_db}",
         }
     )
-    fresh_database(settings)
+    recreate(settings.database_url)
     redis = Redis.from_url(settings.redis_url)
     await redis.flushdb()
     tag = uuid.uuid4().hex[:8]

@@ -56,9 +56,10 @@ from app.models.bench import (
     probes_seen,
     truncate_storage,
 )
+from app.schema import recreate
 from app.settings import Settings, async_url, dsn, get_settings
 from scripts.generate import percentile
-from scripts.stack import Child, Stack, free_port, recreate_database
+from scripts.stack import Child, Stack, free_port
 from scripts.verify import backlog_entries, verify
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -973,7 +974,7 @@ async def main(args: argparse.Namespace) -> Path:
     for stale in RESULTS.glob("bench-*.jsonl"):
         stale.unlink()
     url = bench_database_url()
-    recreate_database(url)
+    recreate(url)
     env = {
         "DATABASE_URL": url,
     }

@@ -22,13 +22,10 @@ from pathlib import Path
 
 import asyncpg
 import httpx
-import psycopg
-from alembic import command
-from alembic.config import Config
-from psycopg import sql
 from sqlalchemy.engine import make_url
 
 from app.main import create_app
+from app.schema import recreate
 from app.settings import Settings, dsn, get_settings
 from workers.refresher import Refresher
 
@@ -82,19 +79,6 @@ def bench_settings(database: str, redis_url: str | None) -> Settings:
             "refresh_max_minutes": 1440,
         }
     )
-
-
-def recreate(settings: Settings) -> None:
-    parsed = make_url(dsn(settings.database_url))
-    admin = parsed.set(database="postgres").render_as_string(hide_password=False)
-    with psycopg.connect(admin, autocommit=True) as conn:
-        name = sql.Identifier(parsed.database or "")
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(name))
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(name))
-    config = Config(str(ROOT / "alembic.ini"))
-    config.attributes["database_url"] = settings.database_url
-    config.attributes["configure_logging"] = False
-    command.upgrade(config, "head")
 
 
 async def generate(settings: Settings, devices: int, days: int, end: datetime) -> float:
@@ -267,7 +251,7 @@ async def main(args: argparse.Namespace) -> None:
     load_s = build_s = 0.0
     rounds = 0
     if not args.reuse:
-        recreate(settings)
+        recreate(settings.database_url)
         load_s = await generate(settings, devices, args.days, end)
         build_s, rounds = await build_rollups(settings)
     else:

@@ -30,10 +30,11 @@ from typing import Any
 from sqlalchemy.engine import make_url
 
 from app.generator_config import GeneratorConfig
+from app.schema import recreate
 from app.settings import Settings, dsn, get_settings
 from scripts.generate import Counts, Options, generate
 from scripts.proxy import Proxy, brownout
-from scripts.stack import Child, Stack, recreate_database
+from scripts.stack import Child, Stack
 from scripts.verify import Report, verify
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -210,7 +211,7 @@ async def main(args: argparse.Namespace) -> int:
     RESULTS.mkdir(exist_ok=True)
     url = make_url(dsn(get_settings().database_url)).set(database="telemetry_chaos")
     database_url = url.render_as_string(hide_password=False)
-    recreate_database(database_url)
+    recreate(database_url)
     outcomes: list[Outcome] = []
     async with Stack(RESULTS / "chaos-logs", {"DATABASE_URL": database_url}) as stack:
         chaos = Chaos(args, stack, database_url)

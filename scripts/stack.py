@@ -18,13 +18,8 @@ from pathlib import Path
 from types import TracebackType
 
 import httpx
-import psycopg
-from psycopg import sql
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
-from sqlalchemy.engine import make_url
-
-from app.settings import dsn
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -253,21 +248,3 @@ async def wait_redis(child: Child, seconds: float = 30.0) -> None:
     finally:
         await client.aclose()
     raise RuntimeError(f"{child.name} did not answer within {seconds} s; see {child.log}")
-
-
-def recreate_database(url: str) -> None:
-    """Drop and create the database named by the URL, then run every migration on it."""
-    parsed = make_url(dsn(url))
-    admin = parsed.set(database="postgres").render_as_string(hide_password=False)
-    with psycopg.connect(admin, autocommit=True) as conn:
-        name = sql.Identifier(parsed.database or "telemetry_scratch")
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(name))
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(name))
-    subprocess.run(
-        [sys.executable, "-m", "alembic", "upgrade", "head"],
-        env={**os.environ, "DATABASE_URL": url},
-        cwd=ROOT,
-        check=True,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )

@@ -9,14 +9,12 @@ import asyncpg
 import httpx
 import psycopg
 import pytest
-from alembic import command
-from alembic.config import Config
 from fastapi import FastAPI
-from psycopg import sql
 from redis.asyncio import Redis
 from sqlalchemy.engine import make_url
 
 from app.main import create_app
+from app.schema import recreate
 from app.settings import Settings, dsn
 from workers.database import Database
 from workers.worker import Worker
@@ -48,18 +46,7 @@ def _test_redis_url() -> str:
 
 def migrate(url: str) -> None:
     """Drop and recreate the database, then run every migration on it."""
-    parsed = make_url(dsn(url))
-    name = parsed.database or "telemetry_test"
-    admin = parsed.set(database="postgres").render_as_string(hide_password=False)
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(
-            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-        )
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    config = Config(os.path.join(ROOT, "alembic.ini"))
-    config.attributes["database_url"] = url
-    config.attributes["configure_logging"] = False
-    command.upgrade(config, "head")
+    recreate(url)
 
 
 @pytest.fixture(scope="session")
