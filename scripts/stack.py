@@ -161,26 +161,7 @@ class Stack:
     # API, workers, baseline -------------------------------------------------------------
 
     def api_child(self, port: int | None = None, env: dict[str, str] | None = None) -> Child:
-        port = port or free_port()
-        child = self.child(
-            f"api-{port}",
-            [
-                sys.executable,
-                "-m",
-                "uvicorn",
-                "app.main:app",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--no-access-log",
-                "--log-level",
-                "warning",
-            ],
-            env,
-        )
-        child.port = port
-        return child
+        return self._uvicorn_child("api", "app.main:app", port, env)
 
     def worker_child(
         self, name: str, env: dict[str, str] | None = None, metrics_port: int = 0
@@ -193,23 +174,15 @@ class Stack:
         return child
 
     def baseline_child(self, port: int | None = None, env: dict[str, str] | None = None) -> Child:
+        return self._uvicorn_child("baseline", "scripts.baseline:app", port, env)
+
+    def _uvicorn_child(
+        self, label: str, app: str, port: int | None, env: dict[str, str] | None
+    ) -> Child:
         port = port or free_port()
+        args = [sys.executable, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(port)]
         child = self.child(
-            f"baseline-{port}",
-            [
-                sys.executable,
-                "-m",
-                "uvicorn",
-                "scripts.baseline:app",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--no-access-log",
-                "--log-level",
-                "warning",
-            ],
-            env,
+            f"{label}-{port}", [*args, "--no-access-log", "--log-level", "warning"], env
         )
         child.port = port
         return child
