@@ -10,8 +10,10 @@ from fastapi import Depends, Header, Request
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from app.alert_stream import AlertStream
 from app.backlog import BacklogGate
 from app.errors import InvalidInput
+from app.fanout import AlertFanout
 from app.settings import Settings
 from app.stream import EventStream
 
@@ -41,6 +43,16 @@ async def _gate(request: Request) -> BacklogGate:
     return gate
 
 
+async def _fanout(request: Request) -> AlertFanout:
+    fanout: AlertFanout = request.app.state.alert_fanout
+    return fanout
+
+
+async def _alert_stream(request: Request) -> AlertStream:
+    alert_stream: AlertStream = request.app.state.alert_stream
+    return alert_stream
+
+
 SettingsDep = Annotated[Settings, Depends(_settings)]
 
 
@@ -61,3 +73,5 @@ EngineDep = Annotated[AsyncEngine, Depends(_engine)]
 StreamDep = Annotated[EventStream, Depends(_stream)]
 GateDep = Annotated[BacklogGate, Depends(_gate)]
 TenantDep = Annotated[str, Depends(_tenant)]
+FanoutDep = Annotated[AlertFanout, Depends(_fanout)]
+AlertStreamDep = Annotated[AlertStream, Depends(_alert_stream)]

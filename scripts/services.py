@@ -99,6 +99,16 @@ def start_postgres(host: str, port: int) -> bool:
     return True
 
 
+def redis_server_args(
+    server: str, port: int, data: Path, appendfsync: str = "everysec"
+) -> list[str]:
+    """A loopback redis-server with AOF persistence, as the compose file runs it."""
+    return [
+        server, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(data),
+        "--appendonly", "yes", "--appendfsync", appendfsync, "--save", "",
+    ]  # fmt: skip
+
+
 def start_redis(host: str, port: int) -> bool:
     server = shutil.which("redis-server")
     if not server:
@@ -107,19 +117,7 @@ def start_redis(host: str, port: int) -> bool:
     data.mkdir(parents=True, exist_ok=True)
     subprocess.run(
         [
-            server,
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--dir",
-            str(data),
-            "--appendonly",
-            "yes",
-            "--appendfsync",
-            "everysec",
-            "--save",
-            "",
+            *redis_server_args(server, port, data),
             "--daemonize",
             "yes",
             "--pidfile",

@@ -21,6 +21,8 @@ import httpx
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from scripts.services import redis_server_args
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -133,23 +135,7 @@ class Stack:
         data.mkdir(exist_ok=True)
         child = self.child(
             f"redis-{port}",
-            [
-                server,
-                "--port",
-                str(port),
-                "--bind",
-                "127.0.0.1",
-                "--dir",
-                str(data),
-                "--appendonly",
-                "yes",
-                "--appendfsync",
-                appendfsync,
-                "--save",
-                "",
-                "--protected-mode",
-                "no",
-            ],
+            [*redis_server_args(server, port, data, appendfsync), "--protected-mode", "no"],
         )
         child.port = port
         return child

@@ -5,18 +5,16 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 import orjson
-from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
+from fastapi import APIRouter, Header, Path, Query, Response
 from pydantic import BaseModel, ConfigDict, Field
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from app.alert_feed import AlertFeed
-from app.alert_stream import AlertStream
 from app.contract import parse_ts
-from app.deps import EngineDep, RedisDep, SettingsDep, TenantDep
+from app.deps import AlertStreamDep, EngineDep, FanoutDep, RedisDep, SettingsDep, TenantDep
 from app.errors import InvalidInput, NotFound
-from app.fanout import AlertFanout
 from app.json import json_response
 from app.models import alerts as model
 from app.rules import Rule, check_clear_threshold, parse_duration
@@ -27,18 +25,6 @@ log = logging.getLogger("app.alerts")
 router = APIRouter(tags=["alerts"])
 
 
-async def _fanout(request: Request) -> AlertFanout:
-    fanout: AlertFanout = request.app.state.alert_fanout
-    return fanout
-
-
-async def _alert_stream(request: Request) -> AlertStream:
-    stream: AlertStream = request.app.state.alert_stream
-    return stream
-
-
-FanoutDep = Annotated[AlertFanout, Depends(_fanout)]
-AlertStreamDep = Annotated[AlertStream, Depends(_alert_stream)]
 Name = Annotated[str, Field(min_length=1)]
 Number = Annotated[float, Field(allow_inf_nan=False)]
 RuleId = Annotated[int, Path(ge=1, le=2**63 - 1)]
