@@ -8,17 +8,22 @@ from fastapi.exceptions import RequestValidationError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from app.alert_stream import AlertStream
-from app.backlog import BacklogGate
-from app.cache import ReadCache
-from app.database import create_engine
-from app.errors import TelemetryError, Unavailable
-from app.fanout import AlertFanout
-from app.json import json_response
-from app.redis import create_redis
-from app.routes import alerts, generator, health, ingest, reads
-from app.settings import Settings, get_settings
-from app.stream import EventStream
+from app.alerts import routes as alerts
+from app.alerts.fanout import AlertFanout
+from app.alerts.state import AlertStream
+from app.core.database import create_engine
+from app.core.errors import TelemetryError, Unavailable
+from app.core.redis import create_redis
+from app.core.responses import json_response
+from app.core.settings import Settings, get_settings
+from app.core.streams import EventStream
+from app.generator import routes as generator
+from app.health import routes as health
+from app.ingest import routes as ingest
+from app.ingest.backpressure import BacklogGate
+from app.ingest.enqueue import Enqueuer
+from app.reads import routes as reads
+from app.reads.cache import ReadCache
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -29,9 +34,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.settings = settings
         app.state.engine = create_engine(settings)
         app.state.redis = create_redis(settings)
-        app.state.stream = EventStream(
-            app.state.redis, settings.stream, settings.group, settings.dedupe_prefix
-        )
+        app.state.stream = EventStream(app.state.redis, settings.stream, settings.group)
+        app.state.enqueuer = Enqueuer(app.state.redis, settings.stream, settings.dedupe_prefix)
         app.state.gate = BacklogGate(
             app.state.stream,
             max_entries=settings.backlog_max_entries,

@@ -5,8 +5,8 @@ from logging.config import fileConfig
 from alembic import context
 from sqlalchemy import create_engine, pool
 
-from app.database import ensure_database
-from app.settings import get_settings, sync_url
+from app.core.settings import get_settings, sync_url
+from migrations.support import ensure_database
 
 config = context.config
 if config.config_file_name is not None and config.attributes.get("configure_logging", True):

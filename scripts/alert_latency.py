@@ -30,9 +30,9 @@ import orjson
 from redis.asyncio import Redis
 from sqlalchemy.engine import make_url
 
-from app.schema import recreate
-from app.settings import dsn, get_settings
-from workers.alerts import format_time
+from app.alerts.evaluator import format_time
+from app.core.settings import dsn, get_settings
+from scripts.schema import recreate
 
 ROOT = Path(__file__).resolve().parent.parent
 PROBE = "latency-probe"

@@ -18,8 +18,8 @@ import orjson
 from fastapi import FastAPI, Request, Response
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from app.models.baseline import create_table, insert_event
-from app.settings import get_settings
+from app.core.settings import get_settings
+from scripts.sql.baseline import create_table, insert_event
 
 KNOWN = {"event_id", "device_id", "sensor_id", "deviceId", "ts", "timeStamp", "timestamp"}
 KNOWN |= {"site_id", "tenant_id", "metrics", "tags"}

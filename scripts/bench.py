@@ -47,18 +47,18 @@ from redis.exceptions import RedisError
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from app.contract import parse_ts
-from app.models.baseline import count_events as baseline_count
-from app.models.bench import (
+from app.core.settings import Settings, async_url, dsn, get_settings
+from app.ingest.contract import parse_ts
+from scripts.generate import percentile
+from scripts.schema import recreate
+from scripts.sql.baseline import count_events as baseline_count
+from scripts.sql.bench import (
     backends,
     copy_events,
     copy_readings,
     probes_seen,
     truncate_storage,
 )
-from app.schema import recreate
-from app.settings import Settings, async_url, dsn, get_settings
-from scripts.generate import percentile
 from scripts.stack import Child, Stack, free_port
 from scripts.verify import backlog_entries, verify
 

@@ -22,10 +22,11 @@ import orjson
 from redis.asyncio import Redis
 from sqlalchemy.engine import make_url
 
-from app.models.writes import write_batch, write_batch_unnest
-from app.settings import Settings, dsn, get_settings
+from app.core.settings import Settings, dsn, get_settings
+from scripts.sql.unnest import write_batch_unnest
+from workers.consumer import Worker, Writer
 from workers.database import Database
-from workers.worker import Worker, Writer
+from workers.writes import write_batch
 
 ROOT = Path(__file__).resolve().parent.parent
 PORT = 8099

@@ -24,9 +24,9 @@ import asyncpg
 import httpx
 from sqlalchemy.engine import make_url
 
+from app.core.settings import Settings, dsn, get_settings
 from app.main import create_app
-from app.schema import recreate
-from app.settings import Settings, dsn, get_settings
+from scripts.schema import recreate
 from workers.refresher import Refresher
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -29,11 +29,11 @@ from typing import Any
 
 from sqlalchemy.engine import make_url
 
-from app.generator_config import GeneratorConfig
-from app.schema import recreate
-from app.settings import Settings, dsn, get_settings
+from app.core.settings import Settings, dsn, get_settings
+from app.generator.config import GeneratorConfig
 from scripts.generate import Counts, Options, generate
 from scripts.proxy import Proxy, brownout
+from scripts.schema import recreate
 from scripts.stack import Child, Stack
 from scripts.verify import Report, verify
 

@@ -9,8 +9,8 @@ import asyncio
 
 import orjson
 
-from app.redis import create_redis
-from app.settings import get_settings
+from app.core.redis import create_redis
+from app.core.settings import get_settings
 from workers.deadletter import DeadLetters
 
 

@@ -40,7 +40,7 @@ import orjson
 from pydantic import ValidationError
 from tqdm import tqdm
 
-from app.generator_config import GeneratorConfig
+from app.generator.config import GeneratorConfig
 
 KINDS = ("meter", "solar", "tracker")
 KIND_WEIGHTS = (0.6, 0.25, 0.15)

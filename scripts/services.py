@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from app.settings import dsn, get_settings
+from app.core.settings import dsn, get_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / ".data"

@@ -29,8 +29,9 @@ import orjson
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from app.models.verify import count_events, minute_aggregates, status_rows, stored_events
-from app.settings import Settings, dsn, get_settings
+from app.core.settings import Settings, dsn, get_settings
+from app.core.streams import text
+from scripts.sql.verify import count_events, minute_aggregates, status_rows, stored_events
 
 Key = tuple[str, str, int]
 # event_id, site_id, metrics, tags: one acknowledged version of a key.
@@ -268,8 +269,7 @@ async def backlog_entries(redis: Redis, stream: str, group: str) -> int:
     lag = info.get("lag")
     if lag is None:
         # Redis cannot tell the lag after deletions; count what is past the cursor.
-        last = info["last-delivered-id"]
-        last = last.decode() if isinstance(last, bytes) else str(last)
+        last = text(info["last-delivered-id"])
         rest: Any = await redis.xrange(stream, min=f"({last}", count=1_000_000)
         lag = len(rest)
     return int(info["pending"]) + int(lag)

@@ -13,11 +13,11 @@ from fastapi import FastAPI
 from redis.asyncio import Redis
 from sqlalchemy.engine import make_url
 
+from app.core.settings import Settings, dsn
 from app.main import create_app
-from app.schema import recreate
-from app.settings import Settings, dsn
+from scripts.schema import recreate
+from workers.consumer import Worker
 from workers.database import Database
-from workers.worker import Worker
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TABLES = (

@@ -16,10 +16,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from app.cache import check_buckets
-from app.models.aggregates import LEVELS, Row, plan, to_bucket
-from app.params import US
-from app.settings import Settings
+from app.core.params import US
+from app.core.settings import Settings
+from app.reads.aggregates import LEVELS, Row, plan, to_bucket
+from app.reads.cache import check_buckets
 from tests import test_reads
 from tests.conftest import RunWorker
 from tests.helpers import wait_for

@@ -17,8 +17,8 @@ import httpx
 import pytest
 from redis.asyncio import Redis
 
+from app.core.settings import Settings
 from app.main import create_app
-from app.settings import Settings
 from tests import test_reads
 from tests.conftest import RunWorker
 from tests.test_reads import reset_rollups

@@ -12,13 +12,13 @@ import pytest
 from fastapi import FastAPI
 from redis.asyncio import Redis
 
+from app.alerts.rules import Rule, RuleSet
+from app.core.settings import Settings
 from app.main import create_app
-from app.rules import Rule, RuleSet
-from app.settings import Settings
 from tests.helpers import event, post_batch, wait_for
 from workers.alerts import Alerts
+from workers.consumer import Worker
 from workers.database import Database
-from workers.worker import Worker
 
 BASE_TS_US = 1_748_772_000_000_000  # 2025-06-01T10:00:00Z, the minute 0 of tests.helpers.event
 

@@ -15,7 +15,7 @@ import orjson
 import pytest
 from redis.asyncio import Redis
 
-from app.settings import Settings
+from app.core.settings import Settings
 from tests.conftest import ROOT
 
 RULE = {"device_id": "deviceA", "metric": "temp", "op": ">", "threshold": 32}

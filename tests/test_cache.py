@@ -2,8 +2,8 @@
 
 import pytest
 
-from app.cache import Entry, ImpossibleAnswer, ReadCache, check_buckets, check_windows
-from app.models.aggregates import Bucket, Refreshed, RollupState, Window
+from app.reads.aggregates import Bucket, Refreshed, RollupState, Window
+from app.reads.cache import Entry, ImpossibleAnswer, ReadCache, check_buckets, check_windows
 
 
 class FakeClock:

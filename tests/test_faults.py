@@ -16,16 +16,16 @@ from fastapi import FastAPI
 from redis.asyncio import Redis
 from sqlalchemy.engine import make_url
 
-from app.generator_config import GeneratorConfig
+from app.core.settings import Settings, dsn
+from app.generator.config import GeneratorConfig
 from app.main import create_app
-from app.settings import Settings, dsn
 from scripts.generate import Counts, Generator, Options, TruthWriter, truth_header
 from scripts.proxy import Proxy
 from scripts.stack import Stack
 from scripts.verify import Report, check, load_truth, wait_drained
 from tests.helpers import wait_for
+from workers.consumer import Worker
 from workers.database import Database
-from workers.worker import Worker
 
 pytestmark = pytest.mark.slow
 

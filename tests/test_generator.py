@@ -14,7 +14,7 @@ import orjson
 import pytest
 from fastapi import FastAPI
 
-from app.generator_config import GeneratorConfig
+from app.generator.config import GeneratorConfig
 from scripts.generate import (
     Generator,
     Options,

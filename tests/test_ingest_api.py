@@ -5,8 +5,8 @@ from typing import Any
 import httpx
 from redis.asyncio import Redis
 
+from app.core.settings import Settings
 from app.main import create_app
-from app.settings import Settings
 from tests.helpers import SEED_BATCH, SEED_SINGLE, event, post_batch
 
 

@@ -9,8 +9,8 @@ import pytest
 from fastapi import FastAPI
 from redis.asyncio import Redis
 
+from app.core.settings import Settings
 from app.main import create_app
-from app.settings import Settings
 from tests.conftest import RunWorker
 from tests.helpers import SEED_BATCH, SEED_SINGLE, post_batch
 from workers.refresher import Refresher

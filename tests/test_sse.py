@@ -13,11 +13,11 @@ import uvicorn
 from fastapi import FastAPI
 from redis.asyncio import Redis
 
-from app.alert_feed import AlertFeed
-from app.alert_stream import AlertStream
-from app.fanout import AlertFanout
+from app.alerts.fanout import AlertFanout
+from app.alerts.feed import AlertFeed
+from app.alerts.state import AlertStream
+from app.core.settings import Settings
 from app.main import create_app
-from app.settings import Settings
 from tests.helpers import wait_for
 from workers.alerts import Alerts
 

@@ -11,7 +11,7 @@ import httpx
 import pytest
 from redis.asyncio import Redis
 
-from app.settings import Settings, dsn
+from app.core.settings import Settings, dsn
 from tests.conftest import RunWorker
 from tests.helpers import event, post_batch
 

@@ -13,15 +13,15 @@ import pytest
 from fastapi import FastAPI
 from redis.asyncio import Redis
 
-from app.generator_config import GeneratorConfig
-from app.settings import Settings
-from app.stream import EventStream
+from app.core.settings import Settings
+from app.core.streams import EventStream
+from app.generator.config import GeneratorConfig
 from scripts.generate import Options, generate
 from scripts.verify import Report, Truth, backlog_entries, check, load_truth
 from tests.conftest import RunWorker
 from tests.helpers import post_batch
+from workers.consumer import Worker
 from workers.database import Database
-from workers.worker import Worker
 
 
 @pytest.fixture
@@ -221,7 +221,7 @@ async def test_the_api_backlog_and_the_worker_trim_survive_acks_between_their_re
         await redis.xadd(stream, {"n": 1, "d": b"{}"})
     await redis.xreadgroup(group, "busy", {stream: ">"}, count=2)
     racing: Any = AckBetween(redis, stream, group)
-    backlog = await EventStream(racing, stream, group, settings.dedupe_prefix).backlog()
+    backlog = await EventStream(racing, stream, group).backlog()
     assert backlog.entries == 3 and backlog.oldest_age_s >= 0
     await redis.xreadgroup(group, "busy", {stream: ">"}, count=1)
     worker = Worker(settings, racing, Database(settings), name="trimmer", burst=True)

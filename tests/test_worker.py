@@ -8,13 +8,13 @@ import httpx
 import orjson
 from redis.asyncio import Redis
 
-from app.settings import Settings
-from app.stream import EventStream
+from app.core.settings import Settings
+from app.core.streams import EventStream
 from tests.conftest import RunWorker
 from tests.helpers import event, post_batch, wait_for
+from workers.consumer import Worker
 from workers.database import Database
 from workers.deadletter import DeadLetters
-from workers.worker import Worker
 
 STREAM = "telemetry:events"
 
@@ -231,7 +231,7 @@ async def test_trim_keeps_what_is_not_acknowledged(
     # Approximate trimming may keep more, never less: the three unacked entries stay.
     remaining: Any = await redis.xrange(STREAM)
     assert len(remaining) >= 3
-    stream = EventStream(redis, STREAM, "ingest", "telemetry:seen")
+    stream = EventStream(redis, STREAM, "ingest")
     backlog = await stream.backlog()
     assert backlog.entries == 3
 

@@ -9,7 +9,7 @@ import asyncpg
 import httpx
 from redis.asyncio import Redis
 
-from app.settings import Settings
+from app.core.settings import Settings
 from tests.helpers import event, post_batch, wait_for
 
 

@@ -10,12 +10,12 @@ import uuid
 
 from prometheus_client import start_http_server
 
-from app.redis import create_redis
-from app.settings import get_settings
+from app.core.redis import create_redis
+from app.core.settings import get_settings
 from workers.alerts import Alerts
+from workers.consumer import Worker
 from workers.database import Database
 from workers.refresher import Refresher
-from workers.worker import Worker
 
 
 def default_name() -> str:

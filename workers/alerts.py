@@ -7,7 +7,7 @@
 - Evaluation: `evaluate` is the worker's after_commit. It matches the committed events
   against the rules in memory (no database round trip) and sends the matching
   observations to a Redis script that runs the state machine atomically
-  (app/alert_stream.py), in calls of at most ALERT_EVAL_CHUNK observations.
+  (app/alerts/state.py, arguments built by app/alerts/evaluator.py), in calls of at most ALERT_EVAL_CHUNK observations.
 - History: transitions reach the alert history table from the alert stream through a
   consumer group, acknowledged after commit and inserted idempotently by alert id, so a
   worker dying between the script and the insert loses no history row.
@@ -17,170 +17,25 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Iterator, Sequence
-from datetime import UTC, datetime
-from functools import lru_cache
-from operator import itemgetter
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import orjson
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from app.alert_stream import AlertStream, state_key
-from app.metrics import ALERT_EVAL_SECONDS, ALERT_HISTORY, ALERT_RULES, ALERT_TRANSITIONS
-from app.models.alerts import HistoryRow, insert_history, rule_changes
-from app.rules import Rule, RuleSet
-from app.settings import Settings
-from app.stream import entry_seq
+from app.alerts.evaluator import observations, script_calls
+from app.alerts.history import history_row
+from app.alerts.queries import insert_history, rule_changes
+from app.alerts.rules import Rule, RuleSet
+from app.alerts.state import AlertStream
+from app.core.metrics import ALERT_EVAL_SECONDS, ALERT_HISTORY, ALERT_RULES, ALERT_TRANSITIONS
+from app.core.settings import Settings
 from workers.database import Database
 
 log = logging.getLogger("workers.alerts")
 
 Entry = tuple[bytes, dict[bytes, bytes]]
-
-
-@lru_cache(maxsize=8192)
-def _second(seconds: int) -> str:
-    # A batch's events share few distinct seconds; strftime is the dearest step per event.
-    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%d %H:%M:%S")
-
-
-def format_time(ts_us: int) -> str:
-    """Event time as the alert payload shows it: UTC, seconds, micros only when present."""
-    seconds, micros = divmod(ts_us, 1_000_000)
-    text = _second(seconds)
-    return f"{text}.{micros:06d}" if micros else text
-
-
-def _rule_tail(rule: Rule) -> bytes:
-    """The end of the payload: which rule; the script closes the object with it."""
-    body = orjson.dumps(
-        {
-            "rule_id": rule.rule_id,
-            "tenant_id": rule.tenant_id,
-            "metric": rule.metric,
-            "op": rule.op,
-            "threshold": rule.threshold,
-        }
-    )
-    return b"," + body[1:]
-
-
-Pair = tuple[int, str, str]
-Observation = tuple[int, str, dict[str, Any]]
-_NONE: list[Rule] = []
-
-
-def observations(
-    rules: RuleSet, events: Sequence[dict[str, Any]]
-) -> dict[Pair, tuple[Rule, list[Observation]]]:
-    """What the rules in memory match: per (rule, tenant, device), (ts, class, event) in
-    event time order, since the state machine of each pair runs in event time."""
-    out: dict[Pair, tuple[Rule, list[Observation]]] = {}
-    for event in events:
-        tenant = event["tenant_id"]
-        scoped = rules.for_tenant(tenant)
-        if scoped is None:
-            continue
-        metrics = event["metrics"]
-        device, site = event["device_id"], event.get("site_id")
-        for group in (
-            scoped.everyone,
-            scoped.by_device.get(device, _NONE),
-            scoped.by_site.get(site, _NONE) if site is not None else _NONE,
-        ):
-            for rule in group:
-                value = metrics.get(rule.metric)
-                if value is None:
-                    continue
-                pair = (rule.rule_id, tenant, device)
-                seen = out.get(pair)
-                if seen is None:
-                    seen = out[pair] = (rule, [])
-                seen[1].append((event["ts"], rule.classify(value), event))
-    for _, observed in out.values():
-        if len(observed) > 1:
-            observed.sort(key=itemgetter(0))
-    return out
-
-
-def script_calls(
-    observed: dict[Pair, tuple[Rule, list[Observation]]], state_prefix: str, chunk: int
-) -> Iterator[tuple[list[str], list[Any]]]:
-    """The state keys and arguments of the transition script, about `chunk` observations a
-    call; bounded calls keep Redis responsive. A pair's observations stay in one call."""
-    pairs = iter(observed.items())
-    pending = next(pairs, None)
-    while pending is not None:
-        rule_index: dict[tuple[str, int], int] = {}
-        rule_args: list[Any] = []
-        key_names: list[str] = []
-        key_rules: list[str] = []
-        devices: list[bytes] = []
-        parts: dict[int, int] = {}
-        event_parts: list[bytes] = []
-        groups: list[str] = []
-        while pending is not None and (not groups or len(groups) < chunk):
-            (rule_id, tenant, device), (rule, rows) = pending
-            r = rule_index.get((tenant, rule_id))
-            if r is None:
-                r = rule_index[(tenant, rule_id)] = len(rule_index) + 1
-                rule_args += [
-                    round(rule.for_s * 1_000_000),
-                    round(rule.cooldown_s * 1_000_000),
-                    _rule_tail(rule),
-                ]
-            key_names.append(state_key(state_prefix, tenant, rule_id, device))
-            key_rules.append(str(r))
-            devices.append(orjson.dumps(device))
-            k = len(key_names)
-            for ts, kind, event in rows:
-                e = parts.get(id(event))
-                if e is None:
-                    event_parts.append(
-                        b',"metrics":'
-                        + orjson.dumps(event["metrics"])
-                        + b',"time":"'
-                        + format_time(ts).encode()
-                        + b'","site_id":'
-                        + orjson.dumps(event.get("site_id"))
-                    )
-                    e = parts[id(event)] = len(event_parts)
-                groups.append(f"{k} {ts} {kind} {e}")
-            pending = next(pairs, None)
-        yield (
-            key_names,
-            [
-                len(rule_index),
-                *rule_args,
-                len(key_names),
-                " ".join(key_rules),
-                *devices,
-                len(event_parts),
-                *event_parts,
-                " ".join(groups),
-            ],
-        )
-
-
-def history_row(alert_id: bytes | str, payload: bytes) -> HistoryRow:
-    text = alert_id.decode() if isinstance(alert_id, bytes) else alert_id
-    alert = orjson.loads(payload)
-    ts = datetime.fromisoformat(alert["time"]).replace(tzinfo=UTC)
-    return (
-        alert["tenant_id"],
-        text,
-        entry_seq(text),
-        alert["rule_id"],
-        alert["device_id"],
-        alert["site_id"],
-        alert["metric"],
-        alert["state"],
-        float(alert["metrics"][alert["metric"]]),
-        ts,
-        payload.decode(),
-    )
 
 
 class Alerts:

@@ -6,8 +6,8 @@ from typing import Any
 
 import orjson
 
-from app.models.writes import EventRow, ReadingRow
-from app.stream import entry_seq
+from app.core.streams import entry_seq
+from workers.writes import EventRow, ReadingRow
 
 Entry = tuple[bytes, dict[bytes, bytes]]
 

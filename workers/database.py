@@ -5,8 +5,8 @@ import random
 
 import asyncpg
 
-from app.models.writes import prepare
-from app.settings import Settings, dsn
+from app.core.settings import Settings, dsn
+from workers.writes import prepare
 
 # SQLSTATE classes that say nothing about the data: connection, resources, operator
 # intervention, system errors, and the transaction conflicts that a retry resolves.

@@ -18,10 +18,10 @@ from datetime import UTC, datetime, timedelta
 
 import asyncpg
 
-from app.metrics import REFRESH_SECONDS, WATERMARK_LAG
-from app.models import rollups
-from app.params import US, to_datetime, to_us
-from app.settings import Settings
+from app.core.metrics import REFRESH_SECONDS, WATERMARK_LAG
+from app.core.params import US, to_datetime, to_us
+from app.core.settings import Settings
+from workers import rollups
 from workers.database import Database, is_transient
 
 log = logging.getLogger("workers.refresher")

@@ -9,8 +9,8 @@ from collections.abc import Sequence
 
 from alembic import op
 
-from app.settings import get_settings
-from app.timescale import timescale_available
+from app.core.settings import get_settings
+from migrations.support import timescale_available
 
 revision: str = "0001"
 down_revision: str | None = None

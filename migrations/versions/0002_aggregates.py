@@ -20,7 +20,7 @@ from collections.abc import Sequence
 
 from alembic import op
 
-from app.timescale import timescale_available
+from migrations.support import timescale_available
 
 revision: str = "0002"
 down_revision: str | None = "0001"

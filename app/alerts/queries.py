@@ -1,0 +1,182 @@
+"""All alert SQL: rules and their version counter, and alert history.
+
+The API reaches these through SQLAlchemy connections, the workers through their asyncpg
+connection; the statements are the same shapes.
+"""
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from app.alerts.rules import Rule
+
+RULE_COLUMNS = (
+    "tenant_id, rule_id, device_id, site_id, metric, op, threshold, clear_threshold, "
+    "for_s, cooldown_s, version, created_at, deleted_at"
+)
+
+# Taking the tenant's counter row serialises that tenant's rule changes, so versions are
+# handed out in commit order and "every version up to N" is a snapshot a worker can trust.
+BUMP_VERSION = """
+INSERT INTO alert_rule_versions AS v (tenant_id, version) VALUES (:tenant, 1)
+ON CONFLICT (tenant_id) DO UPDATE SET version = v.version + 1
+RETURNING version
+"""
+
+INSERT_RULE = f"""
+INSERT INTO alert_rules (tenant_id, device_id, site_id, metric, op, threshold,
+                         clear_threshold, for_s, cooldown_s, version)
+VALUES (:tenant, :device_id, :site_id, :metric, :op, :threshold,
+        :clear_threshold, :for_s, :cooldown_s, :version)
+RETURNING {RULE_COLUMNS}
+"""
+
+DELETE_RULE = f"""
+UPDATE alert_rules SET deleted_at = now(), version = :version
+WHERE tenant_id = :tenant AND rule_id = :rule_id AND deleted_at IS NULL
+RETURNING {RULE_COLUMNS}
+"""
+
+CHANGED_RULES = """
+SELECT r.*
+FROM alert_rules r
+JOIN unnest($1::text[], $2::bigint[]) AS known(tenant_id, version)
+  ON r.tenant_id = known.tenant_id AND r.version > known.version
+ORDER BY r.tenant_id, r.version
+"""
+
+INSERT_HISTORY = """
+INSERT INTO alert_history (tenant_id, alert_id, alert_seq, rule_id, device_id, site_id,
+                           metric, state, value, ts, payload)
+SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[], $5::text[],
+                     $6::text[], $7::text[], $8::text[], $9::float8[], $10::timestamptz[],
+                     $11::json[])
+ON CONFLICT (tenant_id, alert_id) DO NOTHING
+"""
+
+HistoryRow = tuple[str, str, int, int, str, str | None, str, str, float, datetime, str]
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def rule_from_row(row: Mapping[Any, Any]) -> Rule:
+    return Rule(
+        tenant_id=row["tenant_id"],
+        rule_id=row["rule_id"],
+        metric=row["metric"],
+        op=row["op"],
+        threshold=row["threshold"],
+        device_id=row["device_id"],
+        site_id=row["site_id"],
+        clear_threshold=row["clear_threshold"],
+        for_s=row["for_s"],
+        cooldown_s=row["cooldown_s"],
+        version=row["version"],
+        created_at=_iso(row["created_at"]),
+        deleted=row["deleted_at"] is not None,
+    )
+
+
+async def create_rule(conn: AsyncConnection, tenant: str, fields: Mapping[str, Any]) -> Rule:
+    """Insert a rule under a new tenant version; the caller commits."""
+    version = (await conn.execute(text(BUMP_VERSION), {"tenant": tenant})).scalar_one()
+    result = await conn.execute(text(INSERT_RULE), {**fields, "tenant": tenant, "version": version})
+    return rule_from_row(result.mappings().one())
+
+
+async def delete_rule(conn: AsyncConnection, tenant: str, rule_id: int) -> Rule | None:
+    """Tombstone a live rule under a new tenant version; None when there is none."""
+    version = (await conn.execute(text(BUMP_VERSION), {"tenant": tenant})).scalar_one()
+    result = await conn.execute(
+        text(DELETE_RULE), {"tenant": tenant, "rule_id": rule_id, "version": version}
+    )
+    row = result.mappings().one_or_none()
+    return rule_from_row(row) if row is not None else None
+
+
+async def get_rule(conn: AsyncConnection, tenant: str, rule_id: int) -> Rule | None:
+    result = await conn.execute(
+        text(
+            f"SELECT {RULE_COLUMNS} FROM alert_rules "
+            "WHERE tenant_id = :tenant AND rule_id = :rule_id AND deleted_at IS NULL"
+        ),
+        {"tenant": tenant, "rule_id": rule_id},
+    )
+    row = result.mappings().one_or_none()
+    return rule_from_row(row) if row is not None else None
+
+
+async def list_rules(conn: AsyncConnection, tenant: str) -> list[Rule]:
+    result = await conn.execute(
+        text(
+            f"SELECT {RULE_COLUMNS} FROM alert_rules "
+            "WHERE tenant_id = :tenant AND deleted_at IS NULL ORDER BY rule_id"
+        ),
+        {"tenant": tenant},
+    )
+    return [rule_from_row(row) for row in result.mappings()]
+
+
+async def rule_changes(
+    conn: asyncpg.Connection, known: Mapping[str, int]
+) -> tuple[dict[str, int], list[Rule]]:
+    """Every tenant's version, and the rule rows (tombstones too) newer than `known`.
+
+    One read-only snapshot, so the versions returned cover exactly the rows returned.
+    """
+    async with conn.transaction(isolation="repeatable_read", readonly=True):
+        versions = {
+            row["tenant_id"]: row["version"]
+            for row in await conn.fetch("SELECT tenant_id, version FROM alert_rule_versions")
+        }
+        stale = [t for t, v in versions.items() if v > known.get(t, 0)]
+        rows = []
+        if stale:
+            rows = await conn.fetch(CHANGED_RULES, stale, [known.get(t, 0) for t in stale])
+    return versions, [rule_from_row(row) for row in rows]
+
+
+async def insert_history(conn: asyncpg.Connection, rows: Sequence[HistoryRow]) -> None:
+    """Record transitions; a row already recorded (a replayed stream entry) is skipped."""
+    if rows:
+        await conn.execute(INSERT_HISTORY, *(list(column) for column in zip(*rows, strict=True)))
+
+
+async def list_history(
+    conn: AsyncConnection,
+    tenant: str,
+    *,
+    device_id: str | None,
+    rule_id: int | None,
+    from_time: datetime | None,
+    to_time: datetime | None,
+    limit: int,
+) -> list[dict[str, Any]]:
+    """Transitions by event time, oldest first, with the alert stream id of each."""
+    # Only the filters given go into the statement, so each shape gets its own plan.
+    where = ["tenant_id = :tenant"]
+    params: dict[str, Any] = {"tenant": tenant, "limit": limit}
+    for column, op, value in (
+        ("device_id", "=", device_id),
+        ("rule_id", "=", rule_id),
+        ("ts", ">=", from_time),
+        ("ts", "<", to_time),
+    ):
+        if value is not None:
+            name = f"p{len(params)}"
+            where.append(f"{column} {op} :{name}")
+            params[name] = value
+    result = await conn.execute(
+        text(
+            "SELECT alert_id, payload::text AS payload FROM alert_history "
+            f"WHERE {' AND '.join(where)} ORDER BY ts, alert_seq LIMIT :limit"
+        ),
+        params,
+    )
+    return [dict(row) for row in result.mappings()]

@@ -1,0 +1,210 @@
+"""Alert rules, the live alert stream (server-sent events) and alert history."""
+
+import logging
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+import orjson
+from fastapi import APIRouter, Header, Path, Query, Response
+from pydantic import BaseModel, ConfigDict, Field
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+from sse_starlette import EventSourceResponse, ServerSentEvent
+
+from app.alerts import queries as model
+from app.alerts.deps import AlertStreamDep, FanoutDep
+from app.alerts.feed import AlertFeed
+from app.alerts.rules import Rule, check_clear_threshold, parse_duration
+from app.core.deps import EngineDep, RedisDep, SettingsDep, TenantDep
+from app.core.errors import InvalidInput, NotFound
+from app.core.responses import json_response
+from app.core.settings import Settings
+from app.ingest.contract import parse_ts
+
+log = logging.getLogger("app.alerts")
+
+router = APIRouter(tags=["alerts"])
+
+
+Name = Annotated[str, Field(min_length=1)]
+Number = Annotated[float, Field(allow_inf_nan=False)]
+RuleId = Annotated[int, Path(ge=1, le=2**63 - 1)]
+Duration = Annotated[float | str, Field(description='seconds, or a duration such as "5m"')]
+
+
+class RuleIn(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        populate_by_name=True,
+        json_schema_extra={
+            "example": {"device_id": "deviceA", "metric": "temp", "op": ">", "threshold": 32}
+        },
+    )
+
+    device_id: Name | None = Field(None, description="one device; or give site_id, or neither")
+    site_id: Name | None = Field(None, description="every device of one site")
+    metric: Name
+    op: Literal[">", ">=", "<", "<=", "==", "!="]
+    threshold: Number
+    clear_threshold: Number | None = Field(
+        None, description="hysteresis: a firing alert resolves only past this value"
+    )
+    for_: Duration = Field(0, alias="for", description="how long the condition must hold")
+    cooldown: Duration = Field(0, description="least event time between two firings")
+
+
+class RuleOut(BaseModel):
+    id: int
+    device_id: str | None
+    site_id: str | None
+    metric: str
+    op: str
+    threshold: float
+    clear_threshold: float | None
+    for_: float = Field(alias="for")
+    cooldown: float
+    version: int
+    created_at: str | None
+
+
+def _check_names(body: RuleIn, settings: Settings) -> None:
+    for field in ("device_id", "site_id", "metric"):
+        value = getattr(body, field)
+        if value is not None and len(value) > settings.max_name_length:
+            raise InvalidInput(
+                f"must be at most {settings.max_name_length} characters", field=field
+            )
+    if body.device_id is not None and body.site_id is not None:
+        raise InvalidInput("give device_id or site_id, not both", field="site_id")
+
+
+async def _publish(redis: Redis, settings: Settings, rule: Rule) -> None:
+    try:
+        await redis.publish(settings.alert_rules_channel, orjson.dumps(rule.message()))
+    except RedisError as error:
+        # Stored is what counts: the workers' periodic sync picks the change up.
+        log.warning("rule change %s not published (%r)", rule.rule_id, error)
+
+
+@router.post("/v1/alerts", status_code=201, response_model=RuleOut)
+async def create_alert(
+    body: RuleIn, settings: SettingsDep, engine: EngineDep, redis: RedisDep, tenant: TenantDep
+) -> Response:
+    """Register an alert rule; every worker evaluates it at once."""
+    _check_names(body, settings)
+    check_clear_threshold(body.op, body.threshold, body.clear_threshold)
+    fields = {
+        "device_id": body.device_id,
+        "site_id": body.site_id,
+        "metric": body.metric,
+        "op": body.op,
+        "threshold": body.threshold,
+        "clear_threshold": body.clear_threshold,
+        "for_s": parse_duration(body.for_, "for", settings.alert_max_duration_s),
+        "cooldown_s": parse_duration(body.cooldown, "cooldown", settings.alert_max_duration_s),
+    }
+    async with engine.begin() as conn:
+        rule = await model.create_rule(conn, tenant, fields)
+    await _publish(redis, settings, rule)
+    return json_response(rule.public(), 201, {"Location": f"/v1/alerts/{rule.rule_id}"})
+
+
+@router.get("/v1/alerts", response_model=list[RuleOut])
+async def list_alerts(engine: EngineDep, tenant: TenantDep) -> Response:
+    """List the caller's alert rules."""
+    async with engine.connect() as conn:
+        rules = await model.list_rules(conn, tenant)
+    return json_response([rule.public() for rule in rules])
+
+
+@router.get("/v1/alerts/stream", response_class=EventSourceResponse)
+async def stream_alerts(
+    settings: SettingsDep,
+    fanout: FanoutDep,
+    alert_stream: AlertStreamDep,
+    tenant: TenantDep,
+    device_id: Annotated[str | None, Query(min_length=1, max_length=128)] = None,
+    site_id: Annotated[str | None, Query(min_length=1, max_length=128)] = None,
+    rule_id: Annotated[int | None, Query(ge=1)] = None,
+    last_event_id: Annotated[str | None, Header(max_length=64)] = None,
+) -> EventSourceResponse:
+    """Stream alert transitions as server-sent events; resume with Last-Event-ID."""
+    feed = AlertFeed(
+        fanout,
+        alert_stream,
+        tenant,
+        device_id=device_id,
+        site_id=site_id,
+        rule_id=rule_id,
+        retry_ms=settings.alert_sse_retry_ms,
+    )
+    await feed.open(last_event_id)
+    return EventSourceResponse(
+        feed.frames(),
+        ping=settings.alert_sse_heartbeat_s,
+        ping_message_factory=lambda: ServerSentEvent(comment="heartbeat", sep="\n"),
+        sep="\n",
+        send_timeout=settings.alert_sse_send_timeout_s,
+    )
+
+
+def _time(value: str | None, field: str) -> datetime | None:
+    if value is None:
+        return None
+    ts_us = parse_ts(value, field)
+    return datetime.fromtimestamp(ts_us // 1_000_000, UTC).replace(microsecond=ts_us % 1_000_000)
+
+
+@router.get("/v1/alerts/history")
+async def alert_history(
+    engine: EngineDep,
+    tenant: TenantDep,
+    device_id: Annotated[str | None, Query(min_length=1, max_length=128)] = None,
+    rule_id: Annotated[int | None, Query(ge=1)] = None,
+    from_time: Annotated[str | None, Query(description="epoch ms or ISO 8601")] = None,
+    to_time: Annotated[str | None, Query(description="epoch ms or ISO 8601; exclusive")] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> Response:
+    """Alert transitions by event time, oldest first."""
+    start, end = _time(from_time, "from_time"), _time(to_time, "to_time")
+    if start is not None and end is not None and end < start:
+        raise InvalidInput("must not be before from_time", field="to_time")
+    async with engine.connect() as conn:
+        rows = await model.list_history(
+            conn,
+            tenant,
+            device_id=device_id,
+            rule_id=rule_id,
+            from_time=start,
+            to_time=end,
+            limit=limit,
+        )
+    alerts: list[dict[str, Any]] = [
+        {"id": row["alert_id"], **orjson.loads(row["payload"])} for row in rows
+    ]
+    return json_response({"alerts": alerts})
+
+
+@router.get("/v1/alerts/{rule_id}", response_model=RuleOut)
+async def get_alert(rule_id: RuleId, engine: EngineDep, tenant: TenantDep) -> Response:
+    """Show one alert rule."""
+    async with engine.connect() as conn:
+        rule = await model.get_rule(conn, tenant, rule_id)
+    if rule is None:
+        raise NotFound(f"no alert rule {rule_id}", field="rule_id")
+    return json_response(rule.public())
+
+
+@router.delete("/v1/alerts/{rule_id}", status_code=204)
+async def delete_alert(
+    rule_id: RuleId, settings: SettingsDep, engine: EngineDep, redis: RedisDep, tenant: TenantDep
+) -> Response:
+    """Delete an alert rule; its firing alerts are not resolved, they stop being evaluated."""
+    async with engine.begin() as conn:
+        rule = await model.delete_rule(conn, tenant, rule_id)
+        if rule is None:
+            await conn.rollback()
+    if rule is None:
+        raise NotFound(f"no alert rule {rule_id}", field="rule_id")
+    await _publish(redis, settings, rule)
+    return Response(status_code=204)

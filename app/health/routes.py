@@ -1,0 +1,62 @@
+"""Liveness, readiness and Prometheus metrics."""
+
+import asyncio
+from contextlib import suppress
+from typing import Any
+
+from fastapi import APIRouter, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from redis.exceptions import RedisError
+from sqlalchemy import text
+from sqlalchemy.exc import SQLAlchemyError
+
+from app.core.deps import EngineDep, RedisDep
+from app.core.responses import json_response
+from app.ingest.deps import GateDep
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/healthz")
+async def healthz() -> dict[str, str]:
+    """Answer 200 while the process serves."""
+    return {"status": "ok"}
+
+
+@router.get("/readyz")
+async def readyz(engine: EngineDep, redis: RedisDep, gate: GateDep) -> Response:
+    """Answer 200 when the database and Redis answer and the backlog is within limits."""
+    checks: dict[str, Any] = {}
+    try:
+        async with asyncio.timeout(2):
+            async with engine.connect() as conn:
+                await conn.execute(text("SELECT 1"))
+        checks["database"] = "ok"
+    except (SQLAlchemyError, OSError, TimeoutError) as error:
+        checks["database"] = f"error: {error.__class__.__name__}"
+    try:
+        async with asyncio.timeout(2):
+            await redis.ping()
+            backlog = await gate.current()
+        checks["redis"] = "ok"
+        within = backlog.entries <= gate.max_entries and backlog.oldest_age_s <= gate.max_age_s
+        checks["backlog"] = {
+            "entries": backlog.entries,
+            "oldest_age_s": round(backlog.oldest_age_s, 3),
+            "status": "ok" if within else "over limit",
+        }
+    except (RedisError, OSError, TimeoutError) as error:
+        checks["redis"] = f"error: {error.__class__.__name__}"
+    ready = checks.get("database") == "ok" and checks.get("redis") == "ok"
+    ready = ready and checks["backlog"]["status"] == "ok"
+    return json_response(
+        {"status": "ready" if ready else "not ready", "checks": checks}, 200 if ready else 503
+    )
+
+
+@router.get("/metrics", response_class=Response)
+async def metrics(gate: GateDep) -> Response:
+    """Prometheus metrics of this API process."""
+    with suppress(RedisError, OSError):
+        await gate.current()  # refreshes the backlog gauges
+    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

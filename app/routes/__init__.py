@@ -1,1 +1,0 @@
-"""HTTP routes: thin, they call query and service functions."""
