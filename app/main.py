@@ -11,7 +11,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from app.alerts import routes as alerts
 from app.alerts.fanout import AlertFanout
 from app.alerts.state import AlertStream
-from app.core.database import create_engine
+from app.core.database import create_pool
 from app.core.errors import TelemetryError, Unavailable
 from app.core.redis import create_redis
 from app.core.responses import json_response
@@ -32,7 +32,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.settings = settings
-        app.state.engine = create_engine(settings)
+        app.state.pool = await create_pool(settings)
         app.state.redis = create_redis(settings)
         app.state.stream = EventStream(app.state.redis, settings.stream, settings.group)
         app.state.enqueuer = Enqueuer(app.state.redis, settings.stream, settings.dedupe_prefix)
@@ -69,7 +69,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             await app.state.alert_fanout.stop()
             await app.state.redis.aclose()
-            await app.state.engine.dispose()
+            await app.state.pool.close()
 
     app = FastAPI(title="Telemetry", version="0.1.0", lifespan=lifespan)
     app.include_router(health.router)

@@ -1,7 +1,6 @@
 """All alert SQL: rules and their version counter, and alert history.
 
-The API reaches these through SQLAlchemy connections, the workers through their asyncpg
-connection; the statements are the same shapes.
+Query functions take a connection and never commit: the caller owns the transaction.
 """
 
 from collections.abc import Mapping, Sequence
@@ -9,8 +8,6 @@ from datetime import datetime
 from typing import Any
 
 import asyncpg
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.alerts.rules import Rule
 
@@ -22,7 +19,7 @@ RULE_COLUMNS = (
 # Taking the tenant's counter row serialises that tenant's rule changes, so versions are
 # handed out in commit order and "every version up to N" is a snapshot a worker can trust.
 BUMP_VERSION = """
-INSERT INTO alert_rule_versions AS v (tenant_id, version) VALUES (:tenant, 1)
+INSERT INTO alert_rule_versions AS v (tenant_id, version) VALUES ($1, 1)
 ON CONFLICT (tenant_id) DO UPDATE SET version = v.version + 1
 RETURNING version
 """
@@ -30,14 +27,13 @@ RETURNING version
 INSERT_RULE = f"""
 INSERT INTO alert_rules (tenant_id, device_id, site_id, metric, op, threshold,
                          clear_threshold, for_s, cooldown_s, version)
-VALUES (:tenant, :device_id, :site_id, :metric, :op, :threshold,
-        :clear_threshold, :for_s, :cooldown_s, :version)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
 RETURNING {RULE_COLUMNS}
 """
 
 DELETE_RULE = f"""
-UPDATE alert_rules SET deleted_at = now(), version = :version
-WHERE tenant_id = :tenant AND rule_id = :rule_id AND deleted_at IS NULL
+UPDATE alert_rules SET deleted_at = now(), version = $3
+WHERE tenant_id = $1 AND rule_id = $2 AND deleted_at IS NULL
 RETURNING {RULE_COLUMNS}
 """
 
@@ -83,44 +79,55 @@ def rule_from_row(row: Mapping[Any, Any]) -> Rule:
     )
 
 
-async def create_rule(conn: AsyncConnection, tenant: str, fields: Mapping[str, Any]) -> Rule:
+GET_RULE = f"""
+SELECT {RULE_COLUMNS} FROM alert_rules
+WHERE tenant_id = $1 AND rule_id = $2 AND deleted_at IS NULL
+"""
+
+LIST_RULES = f"""
+SELECT {RULE_COLUMNS} FROM alert_rules WHERE tenant_id = $1 AND deleted_at IS NULL ORDER BY rule_id
+"""
+
+RULE_FIELDS = (
+    "device_id",
+    "site_id",
+    "metric",
+    "op",
+    "threshold",
+    "clear_threshold",
+    "for_s",
+    "cooldown_s",
+)
+
+
+async def _bump_version(conn: asyncpg.Connection, tenant: str) -> int:
+    version: int = await conn.fetchval(BUMP_VERSION, tenant)
+    return version
+
+
+async def create_rule(conn: asyncpg.Connection, tenant: str, fields: Mapping[str, Any]) -> Rule:
     """Insert a rule under a new tenant version; the caller commits."""
-    version = (await conn.execute(text(BUMP_VERSION), {"tenant": tenant})).scalar_one()
-    result = await conn.execute(text(INSERT_RULE), {**fields, "tenant": tenant, "version": version})
-    return rule_from_row(result.mappings().one())
+    version = await _bump_version(conn, tenant)
+    values = [fields[name] for name in RULE_FIELDS]
+    row = await conn.fetchrow(INSERT_RULE, tenant, *values, version)
+    assert row is not None
+    return rule_from_row(row)
 
 
-async def delete_rule(conn: AsyncConnection, tenant: str, rule_id: int) -> Rule | None:
+async def delete_rule(conn: asyncpg.Connection, tenant: str, rule_id: int) -> Rule | None:
     """Tombstone a live rule under a new tenant version; None when there is none."""
-    version = (await conn.execute(text(BUMP_VERSION), {"tenant": tenant})).scalar_one()
-    result = await conn.execute(
-        text(DELETE_RULE), {"tenant": tenant, "rule_id": rule_id, "version": version}
-    )
-    row = result.mappings().one_or_none()
+    version = await _bump_version(conn, tenant)
+    row = await conn.fetchrow(DELETE_RULE, tenant, rule_id, version)
     return rule_from_row(row) if row is not None else None
 
 
-async def get_rule(conn: AsyncConnection, tenant: str, rule_id: int) -> Rule | None:
-    result = await conn.execute(
-        text(
-            f"SELECT {RULE_COLUMNS} FROM alert_rules "
-            "WHERE tenant_id = :tenant AND rule_id = :rule_id AND deleted_at IS NULL"
-        ),
-        {"tenant": tenant, "rule_id": rule_id},
-    )
-    row = result.mappings().one_or_none()
+async def get_rule(conn: asyncpg.Connection, tenant: str, rule_id: int) -> Rule | None:
+    row = await conn.fetchrow(GET_RULE, tenant, rule_id)
     return rule_from_row(row) if row is not None else None
 
 
-async def list_rules(conn: AsyncConnection, tenant: str) -> list[Rule]:
-    result = await conn.execute(
-        text(
-            f"SELECT {RULE_COLUMNS} FROM alert_rules "
-            "WHERE tenant_id = :tenant AND deleted_at IS NULL ORDER BY rule_id"
-        ),
-        {"tenant": tenant},
-    )
-    return [rule_from_row(row) for row in result.mappings()]
+async def list_rules(conn: asyncpg.Connection, tenant: str) -> list[Rule]:
+    return [rule_from_row(row) for row in await conn.fetch(LIST_RULES, tenant)]
 
 
 async def rule_changes(
@@ -149,7 +156,7 @@ async def insert_history(conn: asyncpg.Connection, rows: Sequence[HistoryRow]) -
 
 
 async def list_history(
-    conn: AsyncConnection,
+    conn: asyncpg.Connection,
     tenant: str,
     *,
     device_id: str | None,
@@ -160,8 +167,8 @@ async def list_history(
 ) -> list[dict[str, Any]]:
     """Transitions by event time, oldest first, with the alert stream id of each."""
     # Only the filters given go into the statement, so each shape gets its own plan.
-    where = ["tenant_id = :tenant"]
-    params: dict[str, Any] = {"tenant": tenant, "limit": limit}
+    where = ["tenant_id = $1"]
+    args: list[Any] = [tenant]
     for column, op, value in (
         ("device_id", "=", device_id),
         ("rule_id", "=", rule_id),
@@ -169,14 +176,12 @@ async def list_history(
         ("ts", "<", to_time),
     ):
         if value is not None:
-            name = f"p{len(params)}"
-            where.append(f"{column} {op} :{name}")
-            params[name] = value
-    result = await conn.execute(
-        text(
-            "SELECT alert_id, payload::text AS payload FROM alert_history "
-            f"WHERE {' AND '.join(where)} ORDER BY ts, alert_seq LIMIT :limit"
-        ),
-        params,
+            args.append(value)
+            where.append(f"{column} {op} ${len(args)}")
+    args.append(limit)
+    rows = await conn.fetch(
+        "SELECT alert_id, payload::text AS payload FROM alert_history "
+        f"WHERE {' AND '.join(where)} ORDER BY ts, alert_seq LIMIT ${len(args)}",
+        *args,
     )
-    return [dict(row) for row in result.mappings()]
+    return [dict(row) for row in rows]

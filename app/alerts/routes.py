@@ -15,7 +15,8 @@ from app.alerts import queries as model
 from app.alerts.deps import AlertStreamDep, FanoutDep
 from app.alerts.feed import AlertFeed
 from app.alerts.rules import Rule, check_clear_threshold, parse_duration
-from app.core.deps import EngineDep, RedisDep, SettingsDep, TenantDep
+from app.core.database import transaction
+from app.core.deps import ConnectionDep, PoolDep, RedisDep, SettingsDep, TenantDep
 from app.core.errors import InvalidInput, NotFound
 from app.core.responses import json_response
 from app.core.settings import Settings
@@ -88,7 +89,7 @@ async def _publish(redis: Redis, settings: Settings, rule: Rule) -> None:
 
 @router.post("/v1/alerts", status_code=201, response_model=RuleOut)
 async def create_alert(
-    body: RuleIn, settings: SettingsDep, engine: EngineDep, redis: RedisDep, tenant: TenantDep
+    body: RuleIn, settings: SettingsDep, pool: PoolDep, redis: RedisDep, tenant: TenantDep
 ) -> Response:
     """Register an alert rule; every worker evaluates it at once."""
     _check_names(body, settings)
@@ -103,17 +104,17 @@ async def create_alert(
         "for_s": parse_duration(body.for_, "for", settings.alert_max_duration_s),
         "cooldown_s": parse_duration(body.cooldown, "cooldown", settings.alert_max_duration_s),
     }
-    async with engine.begin() as conn:
+    async with transaction(pool) as conn:
         rule = await model.create_rule(conn, tenant, fields)
+    # Published after the commit: a worker never holds a rule that was rolled back.
     await _publish(redis, settings, rule)
     return json_response(rule.public(), 201, {"Location": f"/v1/alerts/{rule.rule_id}"})
 
 
 @router.get("/v1/alerts", response_model=list[RuleOut])
-async def list_alerts(engine: EngineDep, tenant: TenantDep) -> Response:
+async def list_alerts(conn: ConnectionDep, tenant: TenantDep) -> Response:
     """List the caller's alert rules."""
-    async with engine.connect() as conn:
-        rules = await model.list_rules(conn, tenant)
+    rules = await model.list_rules(conn, tenant)
     return json_response([rule.public() for rule in rules])
 
 
@@ -157,7 +158,7 @@ def _time(value: str | None, field: str) -> datetime | None:
 
 @router.get("/v1/alerts/history")
 async def alert_history(
-    engine: EngineDep,
+    conn: ConnectionDep,
     tenant: TenantDep,
     device_id: Annotated[str | None, Query(min_length=1, max_length=128)] = None,
     rule_id: Annotated[int | None, Query(ge=1)] = None,
@@ -169,16 +170,15 @@ async def alert_history(
     start, end = _time(from_time, "from_time"), _time(to_time, "to_time")
     if start is not None and end is not None and end < start:
         raise InvalidInput("must not be before from_time", field="to_time")
-    async with engine.connect() as conn:
-        rows = await model.list_history(
-            conn,
-            tenant,
-            device_id=device_id,
-            rule_id=rule_id,
-            from_time=start,
-            to_time=end,
-            limit=limit,
-        )
+    rows = await model.list_history(
+        conn,
+        tenant,
+        device_id=device_id,
+        rule_id=rule_id,
+        from_time=start,
+        to_time=end,
+        limit=limit,
+    )
     alerts: list[dict[str, Any]] = [
         {"id": row["alert_id"], **orjson.loads(row["payload"])} for row in rows
     ]
@@ -186,10 +186,9 @@ async def alert_history(
 
 
 @router.get("/v1/alerts/{rule_id}", response_model=RuleOut)
-async def get_alert(rule_id: RuleId, engine: EngineDep, tenant: TenantDep) -> Response:
+async def get_alert(rule_id: RuleId, conn: ConnectionDep, tenant: TenantDep) -> Response:
     """Show one alert rule."""
-    async with engine.connect() as conn:
-        rule = await model.get_rule(conn, tenant, rule_id)
+    rule = await model.get_rule(conn, tenant, rule_id)
     if rule is None:
         raise NotFound(f"no alert rule {rule_id}", field="rule_id")
     return json_response(rule.public())
@@ -197,14 +196,12 @@ async def get_alert(rule_id: RuleId, engine: EngineDep, tenant: TenantDep) -> Re
 
 @router.delete("/v1/alerts/{rule_id}", status_code=204)
 async def delete_alert(
-    rule_id: RuleId, settings: SettingsDep, engine: EngineDep, redis: RedisDep, tenant: TenantDep
+    rule_id: RuleId, settings: SettingsDep, pool: PoolDep, redis: RedisDep, tenant: TenantDep
 ) -> Response:
     """Delete an alert rule; its firing alerts are not resolved, they stop being evaluated."""
-    async with engine.begin() as conn:
+    async with transaction(pool) as conn:
         rule = await model.delete_rule(conn, tenant, rule_id)
         if rule is None:
-            await conn.rollback()
-    if rule is None:
-        raise NotFound(f"no alert rule {rule_id}", field="rule_id")
+            raise NotFound(f"no alert rule {rule_id}", field="rule_id")
     await _publish(redis, settings, rule)
     return Response(status_code=204)

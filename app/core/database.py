@@ -1,15 +1,40 @@
-"""Database engines, made by factories inside lifespans, never at import."""
+"""The API's PostgreSQL pool (asyncpg), made by a factory inside a lifespan, never at import.
 
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+asyncpg is the one way the services talk to the database: the workers' write path needs
+its COPY and binary protocol anyway, and one driver means one set of types, errors and
+pooling rules. SQLAlchemy stays for Alembic only.
+"""
 
-from app.core.settings import Settings
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import asyncpg
+
+from app.core.settings import Settings, dsn
 
 
-def create_engine(settings: Settings) -> AsyncEngine:
-    return create_async_engine(
-        settings.async_database_url,
-        pool_size=10,
-        max_overflow=10,
-        pool_pre_ping=True,
-        connect_args={"server_settings": {"application_name": "telemetry-api"}},
+async def create_pool(
+    settings: Settings, *, application_name: str = "telemetry-api", max_size: int = 10
+) -> asyncpg.Pool:
+    """A lazy pool: no connection is opened until a request needs one, so the API starts
+    (and answers 503) while the database is still down."""
+    pool: asyncpg.Pool = await asyncpg.create_pool(
+        dsn(settings.database_url),
+        min_size=0,
+        max_size=max_size,
+        timeout=5,
+        command_timeout=settings.statement_timeout_ms / 1000 or None,
+        server_settings={
+            "application_name": application_name,
+            "statement_timeout": str(settings.statement_timeout_ms),
+        },
     )
+    return pool
+
+
+@asynccontextmanager
+async def transaction(pool: asyncpg.Pool) -> AsyncIterator[asyncpg.Connection]:
+    """One connection in one transaction: committed when the block ends, rolled back when
+    it raises. Query functions take the connection and never commit themselves."""
+    async with pool.acquire() as conn, conn.transaction():
+        yield conn

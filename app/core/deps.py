@@ -4,11 +4,12 @@ The providers are async on purpose: FastAPI runs plain functions in a thread poo
 cost more than the whole ingest path.
 """
 
+from collections.abc import AsyncIterator
 from typing import Annotated
 
+import asyncpg
 from fastapi import Depends, Header, Request
 from redis.asyncio import Redis
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.core.errors import InvalidInput
 from app.core.settings import Settings
@@ -24,9 +25,15 @@ async def _redis(request: Request) -> Redis:
     return redis
 
 
-async def _engine(request: Request) -> AsyncEngine:
-    engine: AsyncEngine = request.app.state.engine
-    return engine
+async def _pool(request: Request) -> asyncpg.Pool:
+    pool: asyncpg.Pool = request.app.state.pool
+    return pool
+
+
+async def _connection(request: Request) -> AsyncIterator[asyncpg.Connection]:
+    pool: asyncpg.Pool = request.app.state.pool
+    async with pool.acquire() as conn:
+        yield conn
 
 
 SettingsDep = Annotated[Settings, Depends(_settings)]
@@ -45,5 +52,7 @@ async def _tenant(
 
 
 RedisDep = Annotated[Redis, Depends(_redis)]
-EngineDep = Annotated[AsyncEngine, Depends(_engine)]
+PoolDep = Annotated[asyncpg.Pool, Depends(_pool)]
+# Released when the route returns, before the response is sent.
+ConnectionDep = Annotated[asyncpg.Connection, Depends(_connection, scope="function")]
 TenantDep = Annotated[str, Depends(_tenant)]

@@ -4,13 +4,12 @@ import asyncio
 from contextlib import suppress
 from typing import Any
 
+import asyncpg
 from fastapi import APIRouter, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from redis.exceptions import RedisError
-from sqlalchemy import text
-from sqlalchemy.exc import SQLAlchemyError
 
-from app.core.deps import EngineDep, RedisDep
+from app.core.deps import PoolDep, RedisDep
 from app.core.responses import json_response
 from app.ingest.deps import GateDep
 
@@ -24,15 +23,15 @@ async def healthz() -> dict[str, str]:
 
 
 @router.get("/readyz")
-async def readyz(engine: EngineDep, redis: RedisDep, gate: GateDep) -> Response:
+async def readyz(pool: PoolDep, redis: RedisDep, gate: GateDep) -> Response:
     """Answer 200 when the database and Redis answer and the backlog is within limits."""
     checks: dict[str, Any] = {}
     try:
         async with asyncio.timeout(2):
-            async with engine.connect() as conn:
-                await conn.execute(text("SELECT 1"))
+            async with pool.acquire() as conn:
+                await conn.fetchval("SELECT 1")
         checks["database"] = "ok"
-    except (SQLAlchemyError, OSError, TimeoutError) as error:
+    except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as error:
         checks["database"] = f"error: {error.__class__.__name__}"
     try:
         async with asyncio.timeout(2):

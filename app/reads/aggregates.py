@@ -11,8 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncConnection
+import asyncpg
 
 from app.core.params import US, to_datetime, to_us
 
@@ -89,12 +88,16 @@ _RAW = "1::bigint AS n, value AS s, value AS lo, value AS hi"
 
 
 def _query(scope: Scope, pieces: Sequence[Piece], cell_s: int | None, energy: bool) -> str:
+    """The statement over the pieces. Parameters: $1 tenant, $2 key, $3 metrics, $4 limit,
+    then with cells $5 the cell width, then each piece's [lo, hi) in turn."""
     key = "site_id" if scope == "site" else "device_id"
+    first = 6 if cell_s else 5
     parts = []
     for index, piece in enumerate(pieces):
+        lo, hi = first + 2 * index, first + 2 * index + 1
         where = (
-            f"tenant_id = :tenant AND {key} = :key AND metric = ANY(:metrics)"
-            f" AND {{t}} >= :lo{index} AND {{t}} < :hi{index}"
+            f"tenant_id = $1 AND {key} = $2 AND metric = ANY($3::text[])"
+            f" AND {{t}} >= ${lo} AND {{t}} < ${hi}"
         )
         if piece.level is None:
             if energy:
@@ -108,12 +111,12 @@ def _query(scope: Scope, pieces: Sequence[Piece], cell_s: int | None, energy: bo
                 f"SELECT {column} AS t, metric, {_ENERGY if energy else _BASIC}"
                 f" FROM {piece.level.relation(scope)} WHERE {where.format(t=column)}"
             )
-    cell = "floor(extract(epoch FROM t) / CAST(:cell AS bigint))::bigint" if cell_s else "0"
+    cell = "floor(extract(epoch FROM t) / $5::bigint)::bigint" if cell_s else "0"
     extra = ", sum(e) AS e, max(p) AS p, sum(m)::bigint AS m" if energy else ""
     return (
         f"SELECT {cell} AS cell, metric, sum(n)::bigint AS n, sum(s) AS s, min(lo) AS lo,"
         f" max(hi) AS hi{extra} FROM ({' UNION ALL '.join(parts)}) AS parts"
-        " GROUP BY 1, metric ORDER BY 1, metric LIMIT :limit"
+        " GROUP BY 1, metric ORDER BY 1, metric LIMIT $4"
     )
 
 
@@ -140,7 +143,7 @@ class Selection:
 
 
 async def aggregate(
-    conn: AsyncConnection,
+    conn: asyncpg.Connection,
     selection: Selection,
     metrics: Sequence[str],
     *,
@@ -159,20 +162,19 @@ async def aggregate(
     pieces = plan(selection.lo_us, selection.hi_us, cell_s)
     if not pieces:
         return []
-    params: dict[str, Any] = {"tenant": selection.tenant, "key": selection.key}
-    params["metrics"] = list(metrics)
-    params["limit"] = limit
+    args: list[Any] = [selection.tenant, selection.key, list(metrics), limit]
     if cell_s:
-        params["cell"] = cell_s
-    for index, piece in enumerate(pieces):
-        params[f"lo{index}"] = to_datetime(piece.lo)
-        params[f"hi{index}"] = to_datetime(piece.hi)
-    await conn.execute(text(PLAN_EACH_TIME))
-    result = await conn.execute(text(_query(scope, pieces, cell_s, energy)), params)
+        args.append(cell_s)
+    for piece in pieces:
+        args += [to_datetime(piece.lo), to_datetime(piece.hi)]
+    # The settings above are local to a transaction.
+    async with conn.transaction(readonly=True):
+        await conn.execute(PLAN_EACH_TIME)
+        records = await conn.fetch(_query(scope, pieces, cell_s, energy), *args)
     rows = []
-    for r in result:
-        extra = {"energy": r.e, "peak": r.p, "minutes": r.m} if energy else {}
-        rows.append(Row(r.cell, r.metric, r.n, r.s, r.lo, r.hi, **extra))
+    for r in records:
+        extra = {"energy": r["e"], "peak": r["p"], "minutes": r["m"]} if energy else {}
+        rows.append(Row(r["cell"], r["metric"], r["n"], r["s"], r["lo"], r["hi"], **extra))
     return rows
 
 
@@ -211,7 +213,7 @@ def to_bucket(row: Row, bounds: tuple[int, int]) -> Bucket:
 
 
 async def metric_buckets(
-    conn: AsyncConnection, selection: Selection, metric: str, *, interval_s: int, limit: int
+    conn: asyncpg.Connection, selection: Selection, metric: str, *, interval_s: int, limit: int
 ) -> list[Bucket]:
     """count, sum, avg, min, max per epoch-aligned interval, clipped to the range."""
     rows = await aggregate(conn, selection, [metric], cell_s=interval_s, limit=limit)
@@ -219,7 +221,7 @@ async def metric_buckets(
 
 
 async def metric_totals(
-    conn: AsyncConnection, selection: Selection, metrics: Sequence[str]
+    conn: asyncpg.Connection, selection: Selection, metrics: Sequence[str]
 ) -> dict[str, Bucket]:
     """One bucket per metric over the whole range (metrics without data are absent)."""
     rows = await aggregate(conn, selection, metrics, cell_s=None, limit=len(metrics))
@@ -227,7 +229,7 @@ async def metric_totals(
 
 
 async def site_energy(
-    conn: AsyncConnection, selection: Selection, metric: str, *, window_s: int, limit: int
+    conn: asyncpg.Connection, selection: Selection, metric: str, *, window_s: int, limit: int
 ) -> list[Window]:
     """Per window of a site's whole-minute range: average and peak power, energy, cumulative.
 
@@ -276,7 +278,7 @@ FROM rollup_state
 """
 
 REFRESHED_SINCE = """
-SELECT id, lo, hi FROM rollup_refresh_log WHERE id > :after ORDER BY id
+SELECT id, lo, hi FROM rollup_refresh_log WHERE id > $1 ORDER BY id
 """
 
 
@@ -284,16 +286,17 @@ def _us_or_none(moment: datetime | None) -> int | None:
     return to_us(moment) if moment is not None else None
 
 
-async def rollup_state(conn: AsyncConnection) -> RollupState:
-    row = (await conn.execute(text(STATE))).one()
+async def rollup_state(conn: asyncpg.Connection) -> RollupState:
+    row = await conn.fetchrow(STATE)
+    assert row is not None, "rollup_state holds one row (migration 0002)"
     return RollupState(
-        _us_or_none(row.w1m),
-        _us_or_none(row.refreshed_at),
-        row.log_id,
-        _us_or_none(row.pending_since),
+        _us_or_none(row["w1m"]),
+        _us_or_none(row["refreshed_at"]),
+        row["log_id"],
+        _us_or_none(row["pending_since"]),
     )
 
 
-async def refreshed_since(conn: AsyncConnection, after_id: int) -> list[Refreshed]:
-    result = await conn.execute(text(REFRESHED_SINCE), {"after": after_id})
-    return [Refreshed(r.id, to_us(r.lo), to_us(r.hi)) for r in result]
+async def refreshed_since(conn: asyncpg.Connection, after_id: int) -> list[Refreshed]:
+    rows = await conn.fetch(REFRESHED_SINCE, after_id)
+    return [Refreshed(r["id"], to_us(r["lo"]), to_us(r["hi"])) for r in rows]

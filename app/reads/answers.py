@@ -8,9 +8,9 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
+import asyncpg
 import orjson
 from fastapi import Response
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from app.core.errors import InvalidInput
 from app.core.metrics import WATERMARK_LAG
@@ -21,7 +21,7 @@ from app.reads.aggregates import Bucket, Selection, Window
 from app.reads.cache import Entry, Key, ReadCache, check_buckets, check_windows
 
 T = TypeVar("T")
-Compute = Callable[[AsyncConnection], Awaitable[dict[str, Any]]]
+Compute = Callable[[asyncpg.Connection], Awaitable[dict[str, Any]]]
 
 
 def _bounded(items: list[T], limit: int, noun: str, field: str) -> list[T]:
@@ -63,7 +63,7 @@ def _window(w: Window) -> dict[str, Any]:
 
 
 async def metric_aggregate(
-    conn: AsyncConnection,
+    conn: asyncpg.Connection,
     selection: Selection,
     metric: str,
     interval: str,
@@ -88,7 +88,7 @@ async def metric_aggregate(
 
 
 async def site_energy(
-    conn: AsyncConnection,
+    conn: asyncpg.Connection,
     selection: Selection,
     metric: str,
     window: str,
@@ -114,7 +114,7 @@ async def site_energy(
 
 
 async def efficiency(
-    conn: AsyncConnection,
+    conn: asyncpg.Connection,
     selection: Selection,
     window: str,
     metrics: tuple[str, str],
@@ -143,14 +143,13 @@ async def efficiency(
     }
 
 
-async def _sync(cache: ReadCache, engine: AsyncEngine) -> None:
+async def _sync(cache: ReadCache, conn: asyncpg.Connection) -> None:
     """Learn the refresher's watermark and late refreshes, at most once per interval."""
     if not cache.sync_due():
         return
-    async with engine.connect() as conn:
-        state = await aggregates.rollup_state(conn)
-        after = cache.cursor if cache.cursor is not None else state.log_id
-        refreshed = await aggregates.refreshed_since(conn, after)
+    state = await aggregates.rollup_state(conn)
+    after = cache.cursor if cache.cursor is not None else state.log_id
+    refreshed = await aggregates.refreshed_since(conn, after)
     cache.synced(state, refreshed)
     if state.watermark_us is not None:
         WATERMARK_LAG.set(time.time() - state.watermark_us / US)
@@ -177,20 +176,19 @@ def _staleness(settings: Settings, cache: ReadCache, lo: int, now_us: int) -> fl
 
 async def serve(
     cache: ReadCache,
-    engine: AsyncEngine,
+    conn: asyncpg.Connection,
     settings: Settings,
     key: Key,
     span: tuple[int, int],
     compute: Compute,
 ) -> Response:
     """Serve from the cache, or compute (the invariants are checked inside), stamp, keep."""
-    await _sync(cache, engine)
+    await _sync(cache, conn)
     entry = cache.get(key)
     if entry is None:
         generation = cache.generation
         closed = cache.closed(span[1])
-        async with engine.connect() as conn:
-            body = await compute(conn)
+        body = await compute(conn)
         body["as_of"] = iso(int(time.time() * 1000) * 1000)
         # orjson writes the bucket datetimes (ISO 8601, Z) far faster than Python does.
         entry = Entry(orjson.dumps(body, option=orjson.OPT_UTC_Z), span[0], span[1], closed)

@@ -6,12 +6,10 @@ offset, as seed 001 asks, up to a bound.
 """
 
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
+import asyncpg
 import orjson
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.core.params import to_datetime, to_us
 
@@ -28,66 +26,64 @@ class EventRow:
     tags: list[str]
 
 
-def _event(row: Any) -> EventRow:
-    metrics = row.metrics
+def _event(row: asyncpg.Record) -> EventRow:
+    metrics: Any = row["metrics"]
     if isinstance(metrics, (str, bytes)):
         metrics = orjson.loads(metrics)
     return EventRow(
-        row.event_id, row.device_id, row.site_id, to_us(row.ts), metrics, list(row.tags or ())
+        row["event_id"],
+        row["device_id"],
+        row["site_id"],
+        to_us(row["ts"]),
+        metrics,
+        list(row["tags"] or ()),
     )
-
-
-async def _events(conn: AsyncConnection, query: str, params: dict[str, Any]) -> list[EventRow]:
-    result = await conn.execute(text(query), params)
-    return [_event(row) for row in result]
-
-
-def _range(from_us: int, to_us_: int) -> dict[str, datetime]:
-    return {"lo": to_datetime(from_us), "hi": to_datetime(to_us_)}
 
 
 DEVICE_EVENTS = f"""
 SELECT {_COLUMNS} FROM events
-WHERE tenant_id = :tenant AND device_id = :device AND ts >= :lo AND ts < :hi
+WHERE tenant_id = $1 AND device_id = $2 AND ts >= $3 AND ts < $4
 ORDER BY ts DESC
-LIMIT :limit
+LIMIT $5
 """
 
 
 async def device_events(
-    conn: AsyncConnection, tenant: str, device: str, from_us: int, to_us_: int, limit: int
+    conn: asyncpg.Connection, tenant: str, device: str, from_us: int, to_us_: int, limit: int
 ) -> list[EventRow]:
     """A device's events in [from, to), newest first."""
-    params = {"tenant": tenant, "device": device, **_range(from_us, to_us_), "limit": limit}
-    return await _events(conn, DEVICE_EVENTS, params)
+    rows = await conn.fetch(
+        DEVICE_EVENTS, tenant, device, to_datetime(from_us), to_datetime(to_us_), limit
+    )
+    return [_event(row) for row in rows]
 
 
 TENANT_EVENTS = f"""
 SELECT {_COLUMNS} FROM events
-WHERE tenant_id = :tenant
+WHERE tenant_id = $1
 ORDER BY ts DESC, device_id DESC
-LIMIT :limit OFFSET :offset
+LIMIT $2 OFFSET $3
 """
 
 
 async def tenant_events(
-    conn: AsyncConnection, tenant: str, offset: int, limit: int
+    conn: asyncpg.Connection, tenant: str, offset: int, limit: int
 ) -> list[EventRow]:
     """One page of the tenant's events, newest first."""
-    return await _events(conn, TENANT_EVENTS, {"tenant": tenant, "limit": limit, "offset": offset})
+    return [_event(row) for row in await conn.fetch(TENANT_EVENTS, tenant, limit, offset)]
 
 
 SEARCH = f"""
 SELECT {_COLUMNS} FROM events
-WHERE tenant_id = :tenant AND tags @> CAST(:tags AS text[]) AND ts >= :lo AND ts < :hi
-    AND (ts, device_id) < (:before_ts, :before_device)
+WHERE tenant_id = $1 AND tags @> $2::text[] AND ts >= $3 AND ts < $4
+    AND (ts, device_id) < ($5, $6)
 ORDER BY ts DESC, device_id DESC
-LIMIT :limit
+LIMIT $7
 """
 
 
 async def search_events(
-    conn: AsyncConnection,
+    conn: asyncpg.Connection,
     tenant: str,
     tags: list[str],
     from_us: int,
@@ -96,9 +92,17 @@ async def search_events(
     limit: int,
 ) -> list[EventRow]:
     """Events carrying every tag, newest first, strictly before the (ts, device) position."""
-    params = {"tenant": tenant, "tags": tags, **_range(from_us, to_us_), "limit": limit}
-    params.update(before_ts=to_datetime(before[0]), before_device=before[1])
-    return await _events(conn, SEARCH, params)
+    rows = await conn.fetch(
+        SEARCH,
+        tenant,
+        tags,
+        to_datetime(from_us),
+        to_datetime(to_us_),
+        to_datetime(before[0]),
+        before[1],
+        limit,
+    )
+    return [_event(row) for row in rows]
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,14 +116,15 @@ class StatusRow:
 
 DEVICE_STATUS = """
 SELECT metric, value, ts, site_id, updated_at FROM device_status
-WHERE tenant_id = :tenant AND device_id = :device
+WHERE tenant_id = $1 AND device_id = $2
 ORDER BY metric
 """
 
 
-async def device_status(conn: AsyncConnection, tenant: str, device: str) -> list[StatusRow]:
+async def device_status(conn: asyncpg.Connection, tenant: str, device: str) -> list[StatusRow]:
     """The latest value of each metric the device has sent."""
-    result = await conn.execute(text(DEVICE_STATUS), {"tenant": tenant, "device": device})
+    rows = await conn.fetch(DEVICE_STATUS, tenant, device)
     return [
-        StatusRow(r.metric, r.value, to_us(r.ts), r.site_id, to_us(r.updated_at)) for r in result
+        StatusRow(r["metric"], r["value"], to_us(r["ts"]), r["site_id"], to_us(r["updated_at"]))
+        for r in rows
     ]

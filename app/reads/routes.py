@@ -8,10 +8,10 @@ import time
 from collections.abc import Awaitable
 from typing import Annotated, Any
 
+import asyncpg
 from fastapi import APIRouter, Query, Response
-from sqlalchemy.ext.asyncio import AsyncConnection
 
-from app.core.deps import EngineDep, SettingsDep, TenantDep
+from app.core.deps import ConnectionDep, SettingsDep, TenantDep
 from app.core.errors import InvalidInput, NotFound
 from app.core.params import (
     US,
@@ -56,7 +56,7 @@ def _limit(value: int | None, settings: Settings) -> int:
 @router.get("/v1/devices/{device_id}/events")
 async def device_events(
     device_id: str,
-    engine: EngineDep,
+    conn: ConnectionDep,
     settings: SettingsDep,
     tenant: TenantDep,
     from_time: str | None = None,
@@ -69,8 +69,7 @@ async def device_events(
     count = _limit(limit, settings)
     if cursor:
         hi = min(hi, decode_cursor(cursor, "cursor", with_device=False)[0])
-    async with engine.connect() as conn:
-        rows = await reads.device_events(conn, tenant, device_id, lo, hi, count + 1)
+    rows = await reads.device_events(conn, tenant, device_id, lo, hi, count + 1)
     more = len(rows) > count
     rows = rows[:count]
     return json_response(
@@ -85,7 +84,7 @@ async def device_events(
 @router.get("/sensors/{sensor_id}/recent")
 async def sensor_recent(
     sensor_id: str,
-    engine: EngineDep,
+    conn: ConnectionDep,
     settings: SettingsDep,
     tenant: TenantDep,
     limit: int | None = None,
@@ -93,14 +92,13 @@ async def sensor_recent(
     """A sensor's most recent events, newest first."""
     lo, hi = parse_range(None, None, ("from", "to"))
     count = _limit(limit, settings)
-    async with engine.connect() as conn:
-        rows = await reads.device_events(conn, tenant, sensor_id, lo, hi, count)
+    rows = await reads.device_events(conn, tenant, sensor_id, lo, hi, count)
     return json_response({"sensor_id": sensor_id, "events": [_event(r) for r in rows]})
 
 
 @router.get("/v1/events")
 async def list_events(
-    engine: EngineDep,
+    conn: ConnectionDep,
     settings: SettingsDep,
     tenant: TenantDep,
     page: int = 1,
@@ -118,8 +116,7 @@ async def list_events(
             "/v1/devices/{device_id}/events or /v1/search instead",
             field="page",
         )
-    async with engine.connect() as conn:
-        rows = await reads.tenant_events(conn, tenant, offset, count + 1)
+    rows = await reads.tenant_events(conn, tenant, offset, count + 1)
     return json_response(
         {
             "page": page,
@@ -131,10 +128,9 @@ async def list_events(
 
 
 @router.get("/v1/devices/{device_id}/status")
-async def device_status(device_id: str, engine: EngineDep, tenant: TenantDep) -> Response:
+async def device_status(device_id: str, conn: ConnectionDep, tenant: TenantDep) -> Response:
     """The latest value of each metric of a device (the hot status table)."""
-    async with engine.connect() as conn:
-        rows = await reads.device_status(conn, tenant, device_id)
+    rows = await reads.device_status(conn, tenant, device_id)
     if not rows:
         raise NotFound("no device with this id has sent data", field="device_id")
     newest = max(rows, key=lambda r: r.ts_us)
@@ -150,7 +146,7 @@ async def device_status(device_id: str, engine: EngineDep, tenant: TenantDep) ->
 
 @router.get("/v1/search")
 async def search(
-    engine: EngineDep,
+    conn: ConnectionDep,
     settings: SettingsDep,
     tenant: TenantDep,
     tag: Annotated[list[str], Query(min_length=1)],
@@ -166,8 +162,7 @@ async def search(
     if cursor:
         ts_us, device = decode_cursor(cursor, "cursor", with_device=True)
         before = (ts_us, device or "")
-    async with engine.connect() as conn:
-        rows = await reads.search_events(conn, tenant, tag, lo, hi, before, count + 1)
+    rows = await reads.search_events(conn, tenant, tag, lo, hi, before, count + 1)
     more = len(rows) > count
     rows = rows[:count]
     last = rows[-1] if rows else None
@@ -199,7 +194,7 @@ def _recent(
 
 @router.get("/v1/metrics/aggregate")
 async def metric_aggregate(
-    engine: EngineDep,
+    conn: ConnectionDep,
     settings: SettingsDep,
     tenant: TenantDep,
     cache: CacheDep,
@@ -217,17 +212,17 @@ async def metric_aggregate(
     selection = Selection(tenant, scope, key, lo, hi)
     limit = settings.aggregate_max_buckets
 
-    def compute(conn: AsyncConnection) -> Awaitable[dict[str, Any]]:
+    def compute(conn: asyncpg.Connection) -> Awaitable[dict[str, Any]]:
         return answers.metric_aggregate(conn, selection, metric, interval, interval_s, limit=limit)
 
     cache_key = ("aggregate", tenant, scope, key, metric, lo, hi, interval_s)
-    return await answers.serve(cache, engine, settings, cache_key, (lo, hi), compute)
+    return await answers.serve(cache, conn, settings, cache_key, (lo, hi), compute)
 
 
 @router.get("/sites/{site_id}/agg")
 async def site_agg(
     site_id: str,
-    engine: EngineDep,
+    conn: ConnectionDep,
     settings: SettingsDep,
     tenant: TenantDep,
     cache: CacheDep,
@@ -246,16 +241,16 @@ async def site_agg(
     limit = settings.aggregate_max_buckets
     metric = settings.power_metric
 
-    def compute(conn: AsyncConnection) -> Awaitable[dict[str, Any]]:
+    def compute(conn: asyncpg.Connection) -> Awaitable[dict[str, Any]]:
         return answers.site_energy(conn, selection, metric, window, window_s, limit=limit)
 
     cache_key = ("site_agg", tenant, site_id, metric, lo, hi, window_s)
-    return await answers.serve(cache, engine, settings, cache_key, (lo, hi), compute)
+    return await answers.serve(cache, conn, settings, cache_key, (lo, hi), compute)
 
 
 @router.get("/v1/analytics/efficiency")
 async def efficiency(
-    engine: EngineDep,
+    conn: ConnectionDep,
     settings: SettingsDep,
     tenant: TenantDep,
     cache: CacheDep,
@@ -272,9 +267,9 @@ async def efficiency(
     metrics = (settings.efficiency_dc_metric, settings.efficiency_ac_metric)
     threshold = settings.efficiency_threshold_pct
 
-    def compute(conn: AsyncConnection) -> Awaitable[dict[str, Any]]:
+    def compute(conn: asyncpg.Connection) -> Awaitable[dict[str, Any]]:
         return answers.efficiency(conn, selection, window, metrics, threshold)
 
     # Keyed without the clock: the answer for "the last window" is reused while it lives.
     cache_key = ("efficiency", tenant, scope, key, window_s)
-    return await answers.serve(cache, engine, settings, cache_key, (lo, hi), compute)
+    return await answers.serve(cache, conn, settings, cache_key, (lo, hi), compute)
