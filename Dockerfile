@@ -11,15 +11,14 @@ WORKDIR /app
 # Dependencies first, in their own layer: with empty package folders the project installs
 # only its requirements, so editing the code does not reinstall them.
 COPY pyproject.toml ./
-RUN mkdir -p app workers forecast scripts \
+RUN mkdir -p app workers forecast \
     && pip install --no-cache-dir . \
     && pip uninstall --yes telemetry \
-    && rm -rf build *.egg-info app workers forecast scripts
+    && rm -rf build *.egg-info app workers forecast
 
 COPY app ./app
 COPY workers ./workers
 COPY forecast ./forecast
-COPY scripts ./scripts
 COPY migrations ./migrations
 COPY alembic.ini ./
 RUN pip install --no-cache-dir --no-deps . && rm -rf build *.egg-info

@@ -48,7 +48,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from app.core.settings import Settings, async_url, dsn, get_settings
-from app.ingest.contract import parse_ts
+from app.core.timeparse import parse_ts
 from scripts.generate import percentile
 from scripts.schema import recreate
 from scripts.sql.baseline import count_events as baseline_count

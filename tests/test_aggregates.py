@@ -16,8 +16,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from app.core.params import US
 from app.core.settings import Settings
+from app.core.timeparse import US
 from app.reads.aggregates import LEVELS, Row, plan, to_bucket
 from app.reads.cache import check_buckets
 from tests import test_reads

@@ -5,7 +5,8 @@ from typing import Any
 import pytest
 
 from app.core.errors import InvalidInput
-from app.ingest.contract import Limits, derived_event_id, normalise, parse_ts
+from app.core.timeparse import parse_ts
+from app.ingest.contract import Limits, derived_event_id, normalise
 
 NOW_US = 1_763_900_000_000_000  # 2025-11-23
 LIMITS = Limits(

@@ -22,7 +22,6 @@ from typing import Any
 
 import orjson
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
 from app.alerts.evaluator import observations, script_calls
 from app.alerts.history import history_row
@@ -30,6 +29,7 @@ from app.alerts.queries import insert_history, rule_changes
 from app.alerts.rules import Rule, RuleSet
 from app.alerts.state import AlertStream
 from app.core.metrics import ALERT_EVAL_SECONDS, ALERT_HISTORY, ALERT_RULES, ALERT_TRANSITIONS
+from app.core.retry import healthy, redis_fault, retrying
 from app.core.settings import Settings
 from workers.database import Database
 
@@ -87,13 +87,12 @@ class Alerts:
     async def follow_rules(self) -> None:
         """Apply rule changes as they are published, and sync on a short period."""
         period = self.settings.alert_rule_sync_s
-        delay = 0.1
-        while True:
-            try:
+        async for attempt in retrying("rule subscription", on=redis_fault):
+            with attempt:
                 async with self.redis.pubsub() as pubsub:
                     # Subscribed before the sync: a change is in the sync or in a message.
                     await pubsub.subscribe(self.settings.alert_rules_channel)
-                    delay = 0.1
+                    healthy(attempt.retry_state)
                     next_sync = 0.0
                     while True:
                         if time.monotonic() >= next_sync:
@@ -105,10 +104,6 @@ class Alerts:
                         )
                         if message is not None and message["type"] == "message":
                             self.apply_message(message["data"])
-            except (RedisError, OSError) as error:
-                log.warning("rule subscription lost (%r); re-subscribing", error)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
 
     async def _try_sync(self) -> None:
         try:
@@ -185,23 +180,23 @@ class Alerts:
         ALERT_HISTORY.inc(len(rows))
 
     async def write_history(self) -> None:
+        async def on_retry(error: BaseException) -> None:
+            # Unrecorded entries stay pending; the reclaim picks them up again.
+            self._group_ready = False
+            async with self._db_lock:
+                await self.database.reset()
+
         next_claim = 0.0
-        delay = 0.1
-        while True:
-            try:
-                if time.monotonic() >= next_claim:
-                    await self.reclaim_history()
-                    next_claim = time.monotonic() + self.settings.claim_interval_s
-                await self.record_history(block_ms=1000)
-                delay = 0.1
-            except Exception as error:
-                # Unrecorded entries stay pending; the reclaim picks them up again.
-                log.warning("alert history write failed (%r)", error)
-                self._group_ready = False
-                async with self._db_lock:
-                    await self.database.reset()
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
+        async for attempt in retrying(
+            "alert history", on=lambda e: isinstance(e, Exception), on_retry=on_retry
+        ):
+            with attempt:
+                while True:
+                    if time.monotonic() >= next_claim:
+                        await self.reclaim_history()
+                        next_claim = time.monotonic() + self.settings.claim_interval_s
+                    await self.record_history(block_ms=1000)
+                    healthy(attempt.retry_state)
 
     # Lifecycle.
 

@@ -13,15 +13,14 @@ from typing import Any
 
 import asyncpg
 from redis.asyncio import Redis
-from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from app.core.metrics import BATCH_EVENTS, DB_RETRIES, DEAD_LETTERS, STORED, UPSERT_SECONDS
+from app.core.retry import Stopped, healthy, retrying
 from app.core.settings import Settings
 from app.core.streams import EventStream, parse_id, text
 from workers.batch import Batch, Entry, decode, event_rows
-from workers.database import Database, backoff_delay, is_transient
+from workers.database import Database, is_transient
 from workers.deadletter import DeadLetters
 from workers.writes import EventRow, ReadingRow, write_batch
 
@@ -29,10 +28,6 @@ log = logging.getLogger("workers")
 
 AfterCommit = Callable[[Sequence[dict[str, Any]]], Awaitable[None]]
 Writer = Callable[[asyncpg.Connection, Sequence[EventRow], Sequence[ReadingRow]], Awaitable[int]]
-
-
-class Stopped(Exception):
-    """Raised out of a retry wait when the worker is asked to stop."""
 
 
 def _data_error(error: BaseException) -> bool:
@@ -83,31 +78,33 @@ class Worker:
             # Entries this consumer name read before a restart come first.
             while not self.stopping and await self._consume("0"):
                 pass
-            while not self.stopping:
-                try:
-                    if not await self._step():
-                        break
-                except ResponseError as error:
-                    gone = "NOGROUP" in str(error) or "no longer exists" in str(error)
-                    if not gone or self.burst:
-                        raise
-                    # The stream or group vanished (a Redis restart without persistence):
-                    # recreate the group from the start of whatever the stream holds now.
-                    log.warning("consumer group missing; recreating it")
-                    await self.stream.ensure_group()
-                except (RedisConnectionError, RedisTimeoutError) as error:
-                    if self.burst:
-                        raise
-                    log.warning("redis fault (%r); retrying", error)
-                    await self._sleep(backoff_delay(2, self.settings.db_retry_base_s, 2.0))
-                except Exception:
-                    if self.burst:
-                        raise
-                    # The batch stays pending; XAUTOCLAIM retries it and counts deliveries.
-                    log.exception("batch failed; it stays pending")
-                    await self._sleep(1.0)
+            # A burst worker fails fast; a long-running one waits out any fault (the batch in
+            # hand stays pending, and XAUTOCLAIM retries it and counts its deliveries).
+            async for attempt in retrying(
+                f"worker {self.name}",
+                on=lambda error: not self.burst and isinstance(error, Exception),
+                initial_s=self.settings.db_retry_base_s,
+                max_s=self.settings.db_retry_max_s,
+                stop=self._stopping,
+            ):
+                with attempt:
+                    while not self.stopping and await self._step_or_regroup():
+                        healthy(attempt.retry_state)
         except Stopped:
             log.info("worker %s stopping with a batch unacknowledged", self.name)
+
+    async def _step_or_regroup(self) -> bool:
+        try:
+            return await self._step()
+        except ResponseError as error:
+            gone = "NOGROUP" in str(error) or "no longer exists" in str(error)
+            if not gone or self.burst:
+                raise
+        # The stream or group vanished (a Redis restart without persistence): recreate the
+        # group from the start of whatever the stream holds now.
+        log.warning("consumer group missing; recreating it")
+        await self.stream.ensure_group()
+        return True
 
     async def _step(self) -> bool:
         """One turn of the loop; False when a burst worker has drained everything."""
@@ -197,22 +194,21 @@ class Worker:
         self.stored += len(batch.events)
 
     async def _store(self, batch: Batch) -> None:
-        attempt = 0
-        while True:
-            try:
+        async def on_retry(error: BaseException) -> None:
+            await self.database.reset()
+            DB_RETRIES.inc()
+
+        stored: list[dict[str, Any]] = []
+        async for attempt in retrying(
+            "database",
+            on=is_transient,
+            initial_s=self.settings.db_retry_base_s,
+            max_s=self.settings.db_retry_max_s,
+            stop=self._stopping,
+            on_retry=on_retry,
+        ):
+            with attempt:
                 stored = await self._write_isolating(batch.events)
-                break
-            except Exception as error:
-                if not is_transient(error):
-                    raise
-                delay = backoff_delay(
-                    attempt, self.settings.db_retry_base_s, self.settings.db_retry_max_s
-                )
-                log.warning("database fault (%r); retry %d in %.2f s", error, attempt + 1, delay)
-                await self.database.reset()
-                DB_RETRIES.inc()
-                attempt += 1
-                await self._sleep(delay)
         if self.after_commit is not None and stored:
             await self.after_commit(stored)
 
@@ -243,13 +239,6 @@ class Worker:
                 await self.writer(conn, event_rows_, reading_rows)
         BATCH_EVENTS.observe(len(events))
         STORED.inc(len(events))
-
-    async def _sleep(self, delay: float) -> None:
-        try:
-            await asyncio.wait_for(self._stopping.wait(), timeout=delay)
-        except TimeoutError:
-            return
-        raise Stopped
 
     async def _maybe_trim(self) -> None:
         now = time.monotonic()

@@ -1,7 +1,6 @@
 """The worker's one database connection: reconnects, and tells passing faults from bad data."""
 
 import asyncio
-import random
 
 import asyncpg
 
@@ -22,11 +21,6 @@ def is_transient(error: BaseException) -> bool:
         state = getattr(error, "sqlstate", None) or ""
         return state[:2] in TRANSIENT_CLASSES
     return False
-
-
-def backoff_delay(attempt: int, base_s: float, max_s: float) -> float:
-    """Exponential backoff with full jitter, so a fleet does not retry in step."""
-    return random.uniform(0, min(max_s, base_s * 2**attempt))
 
 
 class Database:

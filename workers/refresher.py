@@ -19,8 +19,8 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 
 from app.core.metrics import REFRESH_SECONDS, WATERMARK_LAG
-from app.core.params import US, to_datetime, to_us
 from app.core.settings import Settings
+from app.core.timeparse import US, to_datetime, to_us
 from workers import rollups
 from workers.database import Database, is_transient
 

@@ -15,9 +15,9 @@ from typing import Any
 
 import orjson
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
 from app.core.metrics import ALERT_SSE_CLIENTS, ALERT_SSE_OVERFLOWS
+from app.core.retry import healthy, redis_fault, retrying
 
 log = logging.getLogger("app.fanout")
 
@@ -112,29 +112,27 @@ class AlertFanout:
                 ALERT_SSE_OVERFLOWS.inc()
 
     async def _run(self) -> None:
-        delay = 0.1
-        lost = outage = False
-        while True:
-            try:
+        lost = False
+
+        async def on_retry(error: BaseException) -> None:
+            nonlocal lost
+            self.listening.clear()
+            lost = True
+
+        async for attempt in retrying("alert subscription", on=redis_fault, on_retry=on_retry):
+            with attempt:
                 async with self.redis.pubsub() as pubsub:
                     await pubsub.subscribe(self.channel)
                     self.listening.set()
+                    healthy(attempt.retry_state)
                     if lost:
                         self.mark_gap()
-                    delay, outage = 0.1, False
                     while True:
                         message = await pubsub.get_message(
                             ignore_subscribe_messages=True, timeout=1.0
                         )
                         if message is not None and message["type"] == "message":
                             self.dispatch(message["data"])
-            except (RedisError, OSError) as error:
-                self.listening.clear()
-                if not outage:
-                    log.warning("alert subscription lost (%r); re-subscribing", error)
-                lost = outage = True
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
 
     def mark_gap(self) -> None:
         """Tell every client to catch up from the stream: Pub/Sub kept nothing meanwhile."""

@@ -14,13 +14,13 @@ from sse_starlette import EventSourceResponse, ServerSentEvent
 from app.alerts import queries as model
 from app.alerts.deps import AlertStreamDep, FanoutDep
 from app.alerts.feed import AlertFeed
-from app.alerts.rules import Rule, check_clear_threshold, parse_duration
+from app.alerts.rules import Rule, check_clear_threshold
 from app.core.database import transaction
 from app.core.deps import ConnectionDep, PoolDep, RedisDep, SettingsDep, TenantDep
 from app.core.errors import InvalidInput, NotFound
 from app.core.responses import json_response
 from app.core.settings import Settings
-from app.ingest.contract import parse_ts
+from app.core.timeparse import parse_duration, parse_ts
 
 log = logging.getLogger("app.alerts")
 
@@ -101,8 +101,10 @@ async def create_alert(
         "op": body.op,
         "threshold": body.threshold,
         "clear_threshold": body.clear_threshold,
-        "for_s": parse_duration(body.for_, "for", settings.alert_max_duration_s),
-        "cooldown_s": parse_duration(body.cooldown, "cooldown", settings.alert_max_duration_s),
+        "for_s": parse_duration(body.for_, "for", max_s=settings.alert_max_duration_s),
+        "cooldown_s": parse_duration(
+            body.cooldown, "cooldown", max_s=settings.alert_max_duration_s
+        ),
     }
     async with transaction(pool) as conn:
         rule = await model.create_rule(conn, tenant, fields)

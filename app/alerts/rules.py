@@ -6,9 +6,7 @@ not (below the clear threshold, when the rule has one), or it sits in the hyster
 between the two, where a firing alert keeps firing.
 """
 
-import math
 import operator
-import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,26 +22,6 @@ OPS: dict[str, Callable[[float, float], bool]] = {
     "!=": operator.ne,
 }
 BREACH, HOLD, CLEAR = "b", "h", "c"
-
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
-_UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
-
-
-def parse_duration(value: Any, field: str, max_s: float) -> float:
-    """Seconds from a number of seconds or a string such as "250ms", "30s", "5m", "1h"."""
-    if isinstance(value, bool) or value is None:
-        raise InvalidInput('must be seconds or a duration such as "5m"', field=field)
-    if isinstance(value, (int, float)):
-        seconds = float(value)
-    elif isinstance(value, str) and (match := _DURATION.match(value)):
-        seconds = float(match.group(1)) * _UNIT_S[match.group(2) or "s"]
-    else:
-        raise InvalidInput('must be seconds or a duration such as "5m"', field=field)
-    if not math.isfinite(seconds) or seconds < 0:
-        raise InvalidInput("must be a duration of zero or more", field=field)
-    if seconds > max_s:
-        raise InvalidInput(f"must be at most {max_s:g} s", field=field)
-    return seconds
 
 
 def check_clear_threshold(op: str, threshold: float, clear: float | None) -> None:

@@ -1,4 +1,4 @@
-"""Query parameters of the read API: times, durations, limits and cursors.
+"""Query parameters: times, ranges, intervals, limits and cursors, checked in one place.
 
 Every parse error is an InvalidInput naming the parameter. Times are epoch microseconds
 inside the app, as in app/ingest/contract.py.
@@ -6,20 +6,11 @@ inside the app, as in app/ingest/contract.py.
 
 import base64
 import binascii
-import re
-from datetime import UTC, datetime, timedelta
 
 import orjson
 
 from app.core.errors import InvalidInput
-from app.ingest.contract import parse_ts
-
-US = 1_000_000
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-MIN_US = (datetime(1, 1, 2, tzinfo=UTC) - EPOCH) // timedelta(microseconds=1)
-MAX_US = (datetime(9999, 12, 30, tzinfo=UTC) - EPOCH) // timedelta(microseconds=1)
-_DURATION = re.compile(r"^\s*(\d{1,9})\s*(s|sec|m|min|h|hr|d|w)?\s*$", re.IGNORECASE)
-_UNIT_S = {"s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "hr": 3600, "d": 86400, "w": 604800}
+from app.core.timeparse import MAX_US, MIN_US, parse_duration, parse_ts
 
 
 def parse_time(value: str | None, name: str, default_us: int) -> int:
@@ -53,38 +44,15 @@ def parse_range(
     return from_us, to_us
 
 
-def parse_duration(value: str, name: str, *, maximum_s: int) -> int:
-    """A whole number of minutes such as 1m, 15m, 1h, 1d or 7d (also 60s, 1w), in seconds."""
-    match = _DURATION.match(value)
-    if not match:
-        raise InvalidInput("must be a duration such as 1m, 15m, 1h or 1d", field=name)
-    seconds = int(match.group(1)) * _UNIT_S[(match.group(2) or "s").lower()]
-    if seconds <= 0 or seconds % 60:
-        raise InvalidInput("must be a positive whole number of minutes", field=name)
-    if seconds > maximum_s:
-        raise InvalidInput(f"must be at most {maximum_s // 86400} days", field=name)
-    return seconds
+def parse_interval(value: str, name: str, *, maximum_s: int) -> int:
+    """A rollup interval or window: a positive whole number of minutes, in seconds."""
+    return int(parse_duration(value, name, max_s=maximum_s, whole_minutes=True))
 
 
 def check_limit(value: int, name: str, maximum: int) -> int:
     if value < 1 or value > maximum:
         raise InvalidInput(f"must be between 1 and {maximum}", field=name)
     return value
-
-
-def to_datetime(us: int) -> datetime:
-    return EPOCH + timedelta(microseconds=us)
-
-
-def to_us(moment: datetime) -> int:
-    delta = moment - EPOCH
-    return (delta.days * 86_400 + delta.seconds) * US + delta.microseconds
-
-
-def iso(us: int) -> str:
-    """ISO 8601 in UTC with a Z, to the precision the value has."""
-    spec = "seconds" if us % US == 0 else "milliseconds" if us % 1000 == 0 else "microseconds"
-    return to_datetime(us).isoformat(timespec=spec).replace("+00:00", "Z")
 
 
 def encode_cursor(ts_us: int, device_id: str | None = None) -> str:

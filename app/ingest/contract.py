@@ -8,12 +8,12 @@ import hashlib
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 
 from app.core.errors import InvalidInput
+from app.core.timeparse import parse_ts
 
 Event = dict[str, Any]
 
@@ -61,35 +61,6 @@ def _name(value: Any, field: str, limits: Limits, *, required: bool = True) -> s
     if len(text) > limits.max_name_length:
         raise InvalidInput(f"must be at most {limits.max_name_length} characters", field=field)
     return text
-
-
-def parse_ts(value: Any, field: str) -> int:
-    """Epoch milliseconds (number or digit string) or ISO 8601 to epoch microseconds (UTC)."""
-    if isinstance(value, bool) or value is None:
-        raise InvalidInput("is required: epoch milliseconds or ISO 8601", field=field)
-    if isinstance(value, (int, float)):
-        if not math.isfinite(value):
-            raise InvalidInput("must be a finite number", field=field)
-        return _epoch_ms_to_us(value, field)
-    if isinstance(value, str):
-        text = value.strip()
-        if text.isdigit():
-            return _epoch_ms_to_us(int(text), field)
-        try:
-            moment = datetime.fromisoformat(text)
-        except ValueError:
-            raise InvalidInput("must be epoch milliseconds or ISO 8601", field=field) from None
-        if moment.tzinfo is None:
-            moment = moment.replace(tzinfo=UTC)
-        delta = moment - datetime(1970, 1, 1, tzinfo=UTC)
-        return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
-    raise InvalidInput("must be epoch milliseconds or ISO 8601", field=field)
-
-
-def _epoch_ms_to_us(value: float, field: str) -> int:
-    if not -(2**53) < value < 2**53:
-        raise InvalidInput("is out of range for epoch milliseconds", field=field)
-    return round(value * 1000)
 
 
 def _check_age(ts_us: int, field: str, limits: Limits) -> None:

@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 import asyncpg
 
-from app.core.params import US, to_datetime, to_us
+from app.core.timeparse import US, to_datetime, to_us
 
 Scope = Literal["device", "site"]
 

@@ -14,8 +14,8 @@ from fastapi import Response
 
 from app.core.errors import InvalidInput
 from app.core.metrics import WATERMARK_LAG
-from app.core.params import US, iso, to_datetime
 from app.core.settings import Settings
+from app.core.timeparse import US, iso, to_datetime
 from app.reads import aggregates
 from app.reads.aggregates import Bucket, Selection, Window
 from app.reads.cache import Entry, Key, ReadCache, check_buckets, check_windows

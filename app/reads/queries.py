@@ -11,7 +11,7 @@ from typing import Any
 import asyncpg
 import orjson
 
-from app.core.params import to_datetime, to_us
+from app.core.timeparse import to_datetime, to_us
 
 _COLUMNS = "event_id, device_id, site_id, ts, metrics, tags"
 

@@ -13,17 +13,10 @@ from fastapi import APIRouter, Query, Response
 
 from app.core.deps import ConnectionDep, SettingsDep, TenantDep
 from app.core.errors import InvalidInput, NotFound
-from app.core.params import (
-    US,
-    check_limit,
-    decode_cursor,
-    encode_cursor,
-    iso,
-    parse_duration,
-    parse_range,
-)
+from app.core.params import check_limit, decode_cursor, encode_cursor, parse_interval, parse_range
 from app.core.responses import json_response
 from app.core.settings import Settings
+from app.core.timeparse import US, iso
 from app.reads import answers
 from app.reads import queries as reads
 from app.reads.aggregates import Scope, Selection
@@ -207,7 +200,7 @@ async def metric_aggregate(
 ) -> Response:
     """count, sum, avg, min and max of a metric per interval, for a device or a site."""
     scope, key = _scope(device_id, site_id)
-    interval_s = parse_duration(interval, "interval", maximum_s=settings.aggregate_max_interval_s)
+    interval_s = parse_interval(interval, "interval", maximum_s=settings.aggregate_max_interval_s)
     lo, hi = _recent(from_time, to_time, ("from_time", "to_time"))
     selection = Selection(tenant, scope, key, lo, hi)
     limit = settings.aggregate_max_buckets
@@ -231,7 +224,7 @@ async def site_agg(
     to: str | None = None,
 ) -> Response:
     """Per window: average and peak site power, energy (Wh) and cumulative energy."""
-    window_s = parse_duration(window, "window", maximum_s=settings.aggregate_max_interval_s)
+    window_s = parse_interval(window, "window", maximum_s=settings.aggregate_max_interval_s)
     lo, hi = _recent(from_, to, ("from", "to"))
     # Energy is integrated per minute, so the range is trimmed inward to whole minutes.
     lo, hi = -(-lo // MINUTE_US) * MINUTE_US, hi // MINUTE_US * MINUTE_US
@@ -260,7 +253,7 @@ async def efficiency(
 ) -> Response:
     """Energy delivered (DC) over energy consumed (AC) in the last window, as a percentage."""
     scope, key = _scope(device_id, site_id)
-    window_s = parse_duration(window, "window", maximum_s=settings.aggregate_max_interval_s)
+    window_s = parse_interval(window, "window", maximum_s=settings.aggregate_max_interval_s)
     hi = int(time.time() * US)
     lo = hi - window_s * US
     selection = Selection(tenant, scope, key, lo, hi)
