@@ -20,10 +20,10 @@ from app.core.settings import Settings
 from app.core.timeparse import US
 from app.reads.aggregates import LEVELS, Row, plan, to_bucket
 from app.reads.cache import check_buckets
-from tests import test_reads
-from tests.conftest import RunWorker
+from tests.fixtures.worker import RunWorker
 from tests.helpers import wait_for
-from tests.test_reads import reset_rollups
+from tests.reads import test_reads
+from tests.reads.test_reads import reset_rollups
 from workers.refresher import Refresher, crossed, runs
 
 # The read API fixtures, shared with test_reads.

@@ -10,7 +10,7 @@ from redis.asyncio import Redis
 
 from app.core.settings import Settings
 from app.core.streams import EventStream
-from tests.conftest import RunWorker
+from tests.fixtures.worker import RunWorker
 from tests.helpers import event, post_batch, wait_for
 from workers.consumer import Worker
 from workers.database import Database

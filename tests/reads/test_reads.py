@@ -11,7 +11,7 @@ from redis.asyncio import Redis
 
 from app.core.settings import Settings
 from app.main import create_app
-from tests.conftest import RunWorker
+from tests.fixtures.worker import RunWorker
 from tests.helpers import SEED_BATCH, SEED_SINGLE, post_batch
 from workers.refresher import Refresher
 

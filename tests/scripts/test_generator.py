@@ -26,7 +26,7 @@ from scripts.generate import (
     generate,
 )
 from scripts.verify import check, load_truth
-from tests.conftest import RunWorker
+from tests.fixtures.worker import RunWorker
 from tests.helpers import wait_for
 
 

@@ -19,9 +19,9 @@ from redis.asyncio import Redis
 
 from app.core.settings import Settings
 from app.main import create_app
-from tests import test_reads
-from tests.conftest import RunWorker
-from tests.test_reads import reset_rollups
+from tests.fixtures.worker import RunWorker
+from tests.reads import test_reads
+from tests.reads.test_reads import reset_rollups
 from workers.refresher import Refresher
 
 pytestmark = pytest.mark.timescale

@@ -12,7 +12,7 @@ import pytest
 from redis.asyncio import Redis
 
 from app.core.settings import Settings, dsn
-from tests.conftest import RunWorker
+from tests.fixtures.worker import RunWorker
 from tests.helpers import event, post_batch
 
 pytestmark = pytest.mark.timescale

@@ -18,7 +18,7 @@ from app.core.streams import EventStream
 from app.generator.config import GeneratorConfig
 from scripts.generate import Options, generate
 from scripts.verify import Report, Truth, backlog_entries, check, load_truth
-from tests.conftest import RunWorker
+from tests.fixtures.worker import RunWorker
 from tests.helpers import post_batch
 from workers.consumer import Worker
 from workers.database import Database
