@@ -3,8 +3,7 @@
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 
-from fastapi import FastAPI, Request, Response
-from fastapi.exceptions import RequestValidationError
+from fastapi import Depends, FastAPI
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -12,9 +11,9 @@ from app.alerts import routes as alerts
 from app.alerts.fanout import AlertFanout
 from app.alerts.state import AlertStream
 from app.core.database import create_pool
-from app.core.errors import TelemetryError, Unavailable
+from app.core.errors import install_handlers
+from app.core.params import check_request_params
 from app.core.redis import create_redis
-from app.core.responses import json_response
 from app.core.settings import Settings, get_settings
 from app.core.streams import EventStream
 from app.generator import routes as generator
@@ -71,45 +70,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await app.state.redis.aclose()
             await app.state.pool.close()
 
-    app = FastAPI(title="Telemetry", version="0.1.0", lifespan=lifespan)
+    app = FastAPI(
+        title="Telemetry",
+        version="0.1.0",
+        lifespan=lifespan,
+        dependencies=[Depends(check_request_params)],
+    )
     app.include_router(health.router)
     app.include_router(ingest.router)
     app.include_router(reads.router)
     app.include_router(alerts.router)
     app.include_router(generator.router)
-    add_error_handlers(app, settings)
+    install_handlers(app, settings.retry_after_s)
     return app
-
-
-def add_error_handlers(app: FastAPI, settings: Settings) -> None:
-    @app.exception_handler(TelemetryError)
-    async def telemetry_error(request: Request, error: TelemetryError) -> Response:
-        return json_response(error.body(), error.status, error.headers)
-
-    @app.exception_handler(RequestValidationError)
-    async def validation_error(request: Request, error: RequestValidationError) -> Response:
-        first = error.errors()[0]
-        location = [
-            str(part)
-            for part in first.get("loc", ())
-            if part not in ("query", "path", "header", "body")
-        ]
-        wrapped = TelemetryError(
-            first.get("msg", "is invalid"),
-            field=".".join(location) or None,
-            status=422,
-            code="invalid",
-        )
-        return json_response(wrapped.body(), 422)
-
-    @app.exception_handler(RedisConnectionError)
-    @app.exception_handler(RedisTimeoutError)
-    async def redis_down(request: Request, error: Exception) -> Response:
-        wrapped = Unavailable(
-            "the event queue is unavailable; retry later",
-            headers={"Retry-After": str(settings.retry_after_s)},
-        )
-        return json_response(wrapped.body(), wrapped.status, wrapped.headers)
 
 
 app = create_app()

@@ -3,7 +3,16 @@
 The fixtures live in tests/fixtures/, one module per resource.
 """
 
+import os
 from pathlib import Path
+
+from hypothesis import settings
+
+# Deterministic in `make test` and CI: the same examples every run, no example database.
+# `scripts/fuzz.py` runs the same properties longer with random seeds (profile "random").
+settings.register_profile("ci", derandomize=True, database=None, print_blob=True)
+settings.register_profile("random", derandomize=False, database=None, print_blob=True)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 ROOT = Path(__file__).resolve().parent.parent
 

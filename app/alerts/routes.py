@@ -1,7 +1,6 @@
 """Alert rules, the live alert stream (server-sent events) and alert history."""
 
 import logging
-from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 import orjson
@@ -18,9 +17,10 @@ from app.alerts.rules import Rule, check_clear_threshold
 from app.core.database import transaction
 from app.core.deps import ConnectionDep, PoolDep, RedisDep, SettingsDep, TenantDep
 from app.core.errors import InvalidInput, NotFound
+from app.core.params import parse_optional_time
 from app.core.responses import json_response
 from app.core.settings import Settings
-from app.core.timeparse import parse_duration, parse_ts
+from app.core.timeparse import parse_duration
 
 log = logging.getLogger("app.alerts")
 
@@ -128,7 +128,7 @@ async def stream_alerts(
     tenant: TenantDep,
     device_id: Annotated[str | None, Query(min_length=1, max_length=128)] = None,
     site_id: Annotated[str | None, Query(min_length=1, max_length=128)] = None,
-    rule_id: Annotated[int | None, Query(ge=1)] = None,
+    rule_id: Annotated[int | None, Query(ge=1, le=2**63 - 1)] = None,
     last_event_id: Annotated[str | None, Header(max_length=64)] = None,
 ) -> EventSourceResponse:
     """Stream alert transitions as server-sent events; resume with Last-Event-ID."""
@@ -151,25 +151,19 @@ async def stream_alerts(
     )
 
 
-def _time(value: str | None, field: str) -> datetime | None:
-    if value is None:
-        return None
-    ts_us = parse_ts(value, field)
-    return datetime.fromtimestamp(ts_us // 1_000_000, UTC).replace(microsecond=ts_us % 1_000_000)
-
-
 @router.get("/v1/alerts/history")
 async def alert_history(
     conn: ConnectionDep,
     tenant: TenantDep,
     device_id: Annotated[str | None, Query(min_length=1, max_length=128)] = None,
-    rule_id: Annotated[int | None, Query(ge=1)] = None,
+    rule_id: Annotated[int | None, Query(ge=1, le=2**63 - 1)] = None,
     from_time: Annotated[str | None, Query(description="epoch ms or ISO 8601")] = None,
     to_time: Annotated[str | None, Query(description="epoch ms or ISO 8601; exclusive")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> Response:
     """Alert transitions by event time, oldest first."""
-    start, end = _time(from_time, "from_time"), _time(to_time, "to_time")
+    start = parse_optional_time(from_time, "from_time")
+    end = parse_optional_time(to_time, "to_time")
     if start is not None and end is not None and end < start:
         raise InvalidInput("must not be before from_time", field="to_time")
     rows = await model.list_history(

@@ -15,6 +15,7 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
+from app.core.keys import tenant_key
 from app.core.streams import StreamId, ensure_group, parse_id, text
 
 # KEYS[1]: the alert stream; KEYS[1 + k]: the state of (rule, device) k, a string
@@ -120,9 +121,7 @@ return out
 
 
 def state_key(prefix: str, tenant: str, rule_id: int, device: str) -> str:
-    # The rule id comes first: it is unique and all digits, so no tenant or device name
-    # containing ':' can make two keys collide.
-    return f"{prefix}:{rule_id}:{tenant}:{device}"
+    return tenant_key(prefix, tenant, str(rule_id), device)
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,6 +12,7 @@ from fastapi import Depends, Header, Request
 from redis.asyncio import Redis
 
 from app.core.errors import InvalidInput
+from app.core.params import check_param
 from app.core.settings import Settings
 
 
@@ -48,7 +49,7 @@ async def _tenant(
         return settings.default_tenant
     if not x_tenant_id:
         raise InvalidInput("must not be empty", field="X-Tenant-ID")
-    return x_tenant_id
+    return check_param(x_tenant_id, "X-Tenant-ID")
 
 
 RedisDep = Annotated[Redis, Depends(_redis)]

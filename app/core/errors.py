@@ -1,6 +1,19 @@
-"""The one error type: every failure the API reports carries its HTTP status."""
+"""The one error type: every failure the API reports carries its HTTP status; the handlers
+that render it, and that turn a database or queue outage into a 503, never a 500."""
 
+import logging
 from typing import Any
+
+import asyncpg
+from fastapi import FastAPI, Request, Response
+from fastapi.exceptions import RequestValidationError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from app.core.responses import json_response
+
+log = logging.getLogger("app.errors")
 
 
 class TelemetryError(Exception):
@@ -60,3 +73,83 @@ class Unavailable(TelemetryError):
 class NotFound(TelemetryError):
     status = 404
     code = "not_found"
+
+
+class Internal(TelemetryError):
+    status = 500
+    code = "internal"
+
+
+# SQLSTATE classes of a database that cannot serve now: connection, resources, operator
+# intervention (admin shutdown, query cancelled by the statement timeout), system errors;
+# read-only (a standby after failover) and serialization conflicts a retry resolves.
+_DB_UNAVAILABLE_CLASSES = ("08", "53", "57", "58", "40")
+_DB_UNAVAILABLE_STATES = ("25006",)
+# Redis replies that mean "not now": out of memory, busy with a script, loading its data,
+# a replica or a cluster that cannot take writes.
+_REDIS_REFUSALS = ("OOM", "BUSY", "LOADING", "MASTERDOWN", "READONLY", "NOREPLICAS",
+                   "CLUSTERDOWN", "TRYAGAIN", "MISCONF")  # fmt: skip
+
+
+def database_unavailable(error: BaseException) -> bool:
+    if isinstance(error, (OSError, TimeoutError, asyncpg.InterfaceError)):
+        return True
+    if isinstance(error, asyncpg.PostgresError):
+        state = getattr(error, "sqlstate", None) or ""
+        return state[:2] in _DB_UNAVAILABLE_CLASSES or state in _DB_UNAVAILABLE_STATES
+    return False
+
+
+def queue_unavailable(error: BaseException) -> bool:
+    if not isinstance(error, RedisError):
+        return False
+    status = getattr(error, "status_code", None) or str(error).split(" ", 1)[0]
+    if isinstance(error, (RedisConnectionError, RedisTimeoutError)):
+        return True
+    return str(status).upper() in _REDIS_REFUSALS or str(error).startswith(_REDIS_REFUSALS)
+
+
+def install_handlers(app: FastAPI, retry_after_s: int) -> None:
+    """Render every error as `{"error": {"code", "message", "field"?}}`."""
+    retry_after = {"Retry-After": str(retry_after_s)}
+
+    @app.exception_handler(TelemetryError)
+    async def telemetry_error(request: Request, error: TelemetryError) -> Response:
+        return json_response(error.body(), error.status, error.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, error: RequestValidationError) -> Response:
+        first = error.errors()[0]
+        location = [
+            str(part)
+            for part in first.get("loc", ())
+            if part not in ("query", "path", "header", "body")
+        ]
+        wrapped = InvalidInput(first.get("msg", "is invalid"), field=".".join(location) or None)
+        return json_response(wrapped.body(), wrapped.status)
+
+    @app.exception_handler(RedisError)
+    async def redis_error(request: Request, error: RedisError) -> Response:
+        if queue_unavailable(error):
+            wrapped: TelemetryError = Unavailable(
+                f"the event queue cannot take requests now ({type(error).__name__}); retry later",
+                headers=retry_after,
+            )
+        else:
+            log.error("unexpected Redis error on %s", request.url.path, exc_info=error)
+            wrapped = Internal("internal error")
+        return json_response(wrapped.body(), wrapped.status, wrapped.headers)
+
+    async def database_error(request: Request, error: Exception) -> Response:
+        if database_unavailable(error):
+            wrapped: TelemetryError = Unavailable(
+                f"the database cannot serve now ({type(error).__name__}); retry later",
+                headers=retry_after,
+            )
+        else:
+            log.error("unexpected database error on %s", request.url.path, exc_info=error)
+            wrapped = Internal("internal error")
+        return json_response(wrapped.body(), wrapped.status, wrapped.headers)
+
+    for kind in (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError):
+        app.add_exception_handler(kind, database_error)

@@ -6,21 +6,54 @@ inside the app, as in app/ingest/contract.py.
 
 import base64
 import binascii
+from datetime import datetime
 
 import orjson
+from fastapi import Request
 
 from app.core.errors import InvalidInput
-from app.core.timeparse import MAX_US, MIN_US, parse_duration, parse_ts
+from app.core.timeparse import MAX_US, MIN_US, parse_duration, parse_ts, to_datetime
+
+# Longer query or path values are never ids, times or cursors this API hands out.
+MAX_PARAM_LENGTH = 4096
+
+
+def check_param(value: str, name: str) -> str:
+    """A query, path or header value the database can take: no NUL, valid Unicode, bounded."""
+    if len(value) > MAX_PARAM_LENGTH:
+        raise InvalidInput(f"must be at most {MAX_PARAM_LENGTH} characters", field=name)
+    if "\x00" in value:
+        raise InvalidInput("must not contain NUL (\\u0000)", field=name)
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidInput("must be valid Unicode", field=name) from None
+    return value
+
+
+async def check_request_params(request: Request) -> None:
+    """Every route's dependency: each query and path value checked before any handler sees
+    it, so no parameter can carry a NUL or a lone surrogate into SQL or into an answer."""
+    for name, value in request.query_params.multi_items():
+        check_param(name, "query")
+        check_param(value, name)
+    for name, value in request.path_params.items():
+        if isinstance(value, str):
+            check_param(value, name)
 
 
 def parse_time(value: str | None, name: str, default_us: int) -> int:
     """Epoch milliseconds or ISO 8601 (no zone means UTC) to epoch microseconds."""
     if value is None or value == "":
         return default_us
-    us = parse_ts(value, name)
-    if not MIN_US <= us <= MAX_US:
-        raise InvalidInput("is out of range (years 1 to 9999)", field=name)
-    return us
+    return parse_ts(value, name)
+
+
+def parse_optional_time(value: str | None, name: str) -> datetime | None:
+    """An optional time parameter as a datetime, None when absent."""
+    if value is None or value == "":
+        return None
+    return to_datetime(parse_ts(value, name))
 
 
 def parse_range(
@@ -38,7 +71,7 @@ def parse_range(
         from_us = parse_time(from_value, names[0], MIN_US)
     else:
         to_us = parse_time(to_value, names[1], default_to_us)
-        from_us = parse_time(from_value, names[0], to_us - default_span_us)
+        from_us = parse_time(from_value, names[0], max(MIN_US, to_us - default_span_us))
     if from_us >= to_us:
         raise InvalidInput(f"must be later than {names[0]}", field=names[1])
     return from_us, to_us
@@ -73,7 +106,10 @@ def decode_cursor(value: str, name: str, *, with_device: bool) -> tuple[int, str
         or len(parts) != expected
         or not isinstance(parts[0], int)
         or isinstance(parts[0], bool)
+        or not MIN_US <= parts[0] <= MAX_US
         or (with_device and not isinstance(parts[1], str))
     ):
         raise InvalidInput("is not a cursor this API returned", field=name)
+    if with_device:
+        check_param(parts[1], name)
     return parts[0], parts[1] if with_device else None

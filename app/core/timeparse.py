@@ -19,32 +19,45 @@ MAX_US = (datetime(9999, 12, 30, tzinfo=UTC) - EPOCH) // timedelta(microseconds=
 
 
 def parse_ts(value: Any, field: str) -> int:
-    """Epoch milliseconds (number or digit string) or ISO 8601 to epoch microseconds (UTC)."""
+    """Epoch milliseconds (number or digit string) or ISO 8601 to epoch microseconds (UTC),
+    within years 1 to 9999; anything else is an InvalidInput naming the field."""
     if isinstance(value, bool) or value is None:
         raise InvalidInput("is required: epoch milliseconds or ISO 8601", field=field)
-    if isinstance(value, (int, float)):
+    if isinstance(value, int):
+        return _epoch_ms_to_us(value, field)
+    if isinstance(value, float):
         if not math.isfinite(value):
             raise InvalidInput("must be a finite number", field=field)
         return _epoch_ms_to_us(value, field)
     if isinstance(value, str):
         text = value.strip()
-        if text.isdigit():
+        # isdigit() alone admits "²" and other digits int() refuses; the length keeps int()
+        # far from its digit limit.
+        if text.isascii() and text.isdigit() and len(text) <= 20:
             return _epoch_ms_to_us(int(text), field)
+        if len(text) > 64:
+            raise InvalidInput("must be epoch milliseconds or ISO 8601", field=field)
         try:
             moment = datetime.fromisoformat(text)
         except ValueError:
             raise InvalidInput("must be epoch milliseconds or ISO 8601", field=field) from None
         if moment.tzinfo is None:
             moment = moment.replace(tzinfo=UTC)
-        delta = moment - datetime(1970, 1, 1, tzinfo=UTC)
-        return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+        return _in_range(to_us(moment), field)
     raise InvalidInput("must be epoch milliseconds or ISO 8601", field=field)
 
 
 def _epoch_ms_to_us(value: float, field: str) -> int:
-    if not -(2**53) < value < 2**53:
-        raise InvalidInput("is out of range for epoch milliseconds", field=field)
-    return round(value * 1000)
+    # Compared before any conversion: an integer of any length is safe here.
+    if not MIN_US // 1000 <= value <= MAX_US // 1000:
+        raise InvalidInput("is out of range for epoch milliseconds (years 1 to 9999)", field=field)
+    return _in_range(round(value * 1000), field)
+
+
+def _in_range(us: int, field: str) -> int:
+    if not MIN_US <= us <= MAX_US:
+        raise InvalidInput("is out of range (years 1 to 9999)", field=field)
+    return us
 
 
 _DURATION = re.compile(r"^\s*(\d{1,12}(?:\.\d{1,9})?)\s*(ms|s|sec|m|min|h|hr|d|w)?\s*$", re.I)

@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from redis.asyncio import Redis
 
 from app.core.errors import InvalidInput
+from app.core.keys import tenant_key
 
 
 class GeneratorConfig(BaseModel):
@@ -43,7 +44,7 @@ class GeneratorConfig(BaseModel):
 
 
 def config_key(prefix: str, tenant: str) -> str:
-    return f"{prefix}:{tenant}"
+    return tenant_key(prefix, tenant)
 
 
 async def load_config(redis: Redis, prefix: str, tenant: str) -> GeneratorConfig:

@@ -29,13 +29,32 @@ async def read_body(request: Request, max_bytes: int) -> bytes:
     return b"".join(chunks)
 
 
+class HugeInteger(int):
+    """An integer literal too long to be any field's value: validation rejects it by name.
+
+    Kept as a large int so range checks see it as out of range, without ever parsing
+    hundreds of digits (Python refuses more than 4,300) or converting it to float.
+    """
+
+
+_HUGE = HugeInteger(10**400)
+
+
+def _int(text: str) -> int:
+    return int(text) if len(text) <= 400 else _HUGE
+
+
 def _loads(data: bytes) -> Any:
     try:
         return orjson.loads(data)
     except orjson.JSONDecodeError:
-        # Python's decoder takes NaN, Infinity and overflowing numbers, so validation can
-        # reject just the event that holds one and name its field.
-        return json.loads(data)
+        # Python's decoder takes NaN, Infinity, integers past 64 bits and lone surrogates,
+        # so validation can reject just the event that holds one and name its field.
+        try:
+            return json.loads(data, parse_int=_int)
+        except RecursionError:
+            # Nested about a thousand deep; no event field nests at all.
+            raise ValueError("it is nested too deeply") from None
 
 
 def parse_json(body: bytes) -> Any:

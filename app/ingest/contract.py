@@ -41,11 +41,36 @@ class Limits:
     max_metrics: int
 
 
+# Bounds on metric values, so every sum, mean, square and energy integral the rollups take
+# stays a finite normal double: |v| <= 1e100 (a billion readings in one bucket sum to 1e109,
+# squares to 1e200) and |v| >= 1e-100 unless it is 0 (PostgreSQL raises "underflow" when a
+# product or quotient of non-zero doubles rounds to 0, e.g. a subnormal 5e-324 / 60).
+MAX_MAGNITUDE = 1e100
+MIN_MAGNITUDE = 1e-100
+
+
 def _pick(raw: Mapping[str, Any], names: tuple[str, ...]) -> tuple[str, Any]:
     for name in names:
         if name in raw:
             return name, raw[name]
     return names[0], None
+
+
+def check_text(text: str, field: str, max_length: int) -> str:
+    """A string storage can take: 1 to max_length characters, valid UTF-8, no NUL."""
+    if not text:
+        raise InvalidInput("must not be empty", field=field)
+    if len(text) > max_length:
+        raise InvalidInput(f"must be at most {max_length} characters", field=field)
+    if "\x00" in text:
+        raise InvalidInput("must not contain NUL (\\u0000)", field=field)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidInput(
+            "must be valid Unicode (it holds a lone UTF-16 surrogate)", field=field
+        ) from None
+    return text
 
 
 def _name(value: Any, field: str, limits: Limits, *, required: bool = True) -> str | None:
@@ -55,12 +80,12 @@ def _name(value: Any, field: str, limits: Limits, *, required: bool = True) -> s
         return None
     if isinstance(value, bool) or not isinstance(value, (str, int)):
         raise InvalidInput("must be a string", field=field)
-    text = str(value)
-    if not text:
-        raise InvalidInput("must not be empty", field=field)
-    if len(text) > limits.max_name_length:
-        raise InvalidInput(f"must be at most {limits.max_name_length} characters", field=field)
-    return text
+    if isinstance(value, int):
+        # An integer id is taken as its digits; a huge one would not even print.
+        if not -(10**limits.max_name_length) < value < 10**limits.max_name_length:
+            raise InvalidInput(f"must be at most {limits.max_name_length} characters", field=field)
+        value = str(value)
+    return check_text(value, field, limits.max_name_length)
 
 
 def _check_age(ts_us: int, field: str, limits: Limits) -> None:
@@ -77,13 +102,36 @@ def _check_age(ts_us: int, field: str, limits: Limits) -> None:
         raise InvalidInput("is older than the retention period" + hint, field=field)
 
 
-def _number(value: Any, field: str) -> float:
+def number(value: Any, field: str) -> float:
+    """A metric value every aggregate can take, or InvalidInput saying the bound."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise InvalidInput("must be a number", field=field)
-    number = float(value)
-    if not math.isfinite(number):
+    if isinstance(value, int) and not -MAX_MAGNITUDE <= value <= MAX_MAGNITUDE:
+        # Checked before float(): an integer of a few hundred digits overflows it.
+        raise InvalidInput(
+            f"is out of range: |value| must be at most {MAX_MAGNITUDE:g}", field=field
+        )
+    result = float(value)
+    if not math.isfinite(result):
         raise InvalidInput("must be a finite number", field=field)
-    return number
+    magnitude = abs(result)
+    if magnitude > MAX_MAGNITUDE:
+        raise InvalidInput(
+            f"is out of range: |value| must be at most {MAX_MAGNITUDE:g}", field=field
+        )
+    if 0 < magnitude < MIN_MAGNITUDE:
+        raise InvalidInput(
+            f"is too small: a non-zero |value| must be at least {MIN_MAGNITUDE:g}", field=field
+        )
+    return result
+
+
+def _key(key: str, container: str, limits: Limits) -> str:
+    """A metric name, checked before it is echoed as part of a field name."""
+    try:
+        return check_text(key, container, limits.max_name_length)
+    except InvalidInput as error:
+        raise InvalidInput(f"has a name that {error.message}", field=container) from None
 
 
 def _metrics(raw: Mapping[str, Any], limits: Limits) -> dict[str, float]:
@@ -92,20 +140,20 @@ def _metrics(raw: Mapping[str, Any], limits: Limits) -> dict[str, float]:
     if given is not None:
         if not isinstance(given, dict):
             raise InvalidInput("must be an object of metric name to number", field="metrics")
+        if len(given) > limits.max_metrics:
+            raise InvalidInput(f"must hold at most {limits.max_metrics} metrics", field="metrics")
         for key, value in given.items():
-            field = f"metrics.{key}"
-            _name(key, field, limits)
-            metrics[key] = _number(value, field)
+            metrics[key] = number(value, f"metrics.{_key(key, 'metrics', limits)}")
     # Flat numeric fields (power_w, latitude, value, ...) are metrics too.
     for key, value in raw.items():
         if key in KNOWN_FIELDS:
             continue
+        field = _key(key, "event", limits)
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise InvalidInput(
-                "is not a known field; only numeric extra fields fold into metrics", field=key
+                "is not a known field; only numeric extra fields fold into metrics", field=field
             )
-        _name(key, key, limits)
-        metrics[key] = _number(value, key)
+        metrics[key] = number(value, field)
     if not metrics:
         raise InvalidInput("must hold at least one metric", field="metrics")
     if len(metrics) > limits.max_metrics:
@@ -113,23 +161,33 @@ def _metrics(raw: Mapping[str, Any], limits: Limits) -> dict[str, float]:
     return metrics
 
 
+def _tag_value(value: Any, field: str) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(number(value, field))
+    raise InvalidInput("must map tag names to strings or numbers", field=field)
+
+
 def _tags(value: Any, limits: Limits) -> list[str]:
     if value is None:
         return []
     if isinstance(value, dict):
-        value = [f"{key}:{item}" for key, item in value.items()]
+        if len(value) > limits.max_tags:
+            raise InvalidInput(f"must hold at most {limits.max_tags} tags", field="tags")
+        value = [f"{key}:{_tag_value(item, 'tags')}" for key, item in value.items()]
     if not isinstance(value, list):
         raise InvalidInput("must be a list of strings", field="tags")
     if len(value) > limits.max_tags:
         raise InvalidInput(f"must hold at most {limits.max_tags} tags", field="tags")
     tags: list[str] = []
     for index, tag in enumerate(value):
+        field = f"tags[{index}]"
         if not isinstance(tag, str):
-            raise InvalidInput("must be a string", field=f"tags[{index}]")
-        if not tag or len(tag) > limits.max_name_length:
-            raise InvalidInput(
-                f"must be 1 to {limits.max_name_length} characters", field=f"tags[{index}]"
-            )
+            raise InvalidInput("must be a string", field=field)
+        check_text(tag, field, limits.max_name_length)
         if tag not in tags:
             tags.append(tag)
     return tags
@@ -173,10 +231,12 @@ def normalise(raw: Any, tenant: str, limits: Limits) -> Event:
     }
 
 
-def raw_event_id(raw: Any) -> str | None:
-    """The event id a client sent, for echoing it in a rejection."""
+def raw_event_id(raw: Any, limits: Limits) -> str | None:
+    """The event id a client sent, for echoing it in a rejection (None when it is no valid
+    id itself: it could not even be encoded in the answer)."""
     if isinstance(raw, dict):
-        value = _pick(raw, EVENT_ID_FIELDS)[1]
-        if isinstance(value, (str, int)) and not isinstance(value, bool):
-            return str(value)
+        try:
+            return _name(_pick(raw, EVENT_ID_FIELDS)[1], "event_id", limits, required=False)
+        except InvalidInput:
+            return None
     return None

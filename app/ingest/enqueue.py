@@ -6,6 +6,8 @@ from typing import Any
 
 from redis.asyncio import Redis
 
+from app.core.keys import tenant_key
+
 # Marks each new event id seen and appends the new events in one step. Checking first and
 # writing the marks only after XADD succeeded means no path marks an event seen without
 # enqueuing it; the shebang makes Redis refuse the script up front when out of memory,
@@ -39,7 +41,7 @@ return {id, flags}
 
 
 def seen_key(prefix: str, tenant: str, event_id: str) -> str:
-    return f"{prefix}:{tenant}:{event_id}"
+    return tenant_key(prefix, tenant, event_id)
 
 
 class Enqueuer:

@@ -55,7 +55,7 @@ async def ingest(enqueuer: Enqueuer, settings: Settings, tenant: str, raws: list
             results.append(
                 {
                     "index": index,
-                    "event_id": raw_event_id(raw),
+                    "event_id": raw_event_id(raw, bounds),
                     "status": "rejected",
                     "field": error.field,
                     "reason": f"{error.field}: {error.message}",

@@ -6,6 +6,7 @@ import httpx
 from redis.asyncio import Redis
 
 from app.core.settings import Settings
+from app.ingest.enqueue import seen_key
 from app.main import create_app
 from tests.helpers import SEED_BATCH, SEED_SINGLE, event, post_batch
 
@@ -118,7 +119,7 @@ async def test_backlog_past_the_limit_gives_429(settings: Settings, redis: Redis
     assert refused.status_code == 429
     assert refused.headers["Retry-After"] == str(settings.retry_after_s)
     # A refused event is not marked seen: its retry is accepted once there is room.
-    assert await redis.exists("telemetry:seen:default:late") == 0
+    assert await redis.exists(seen_key(settings.dedupe_prefix, "default", "late")) == 0
 
 
 async def test_redis_down_gives_503(settings: Settings) -> None:
