@@ -1,17 +1,17 @@
 """The API application: `uvicorn app.main:app`."""
 
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager, suppress
+from contextlib import asynccontextmanager
 
 from fastapi import Depends, FastAPI
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.exceptions import RedisError
 
 from app.alerts import routes as alerts
 from app.alerts.fanout import AlertFanout
 from app.alerts.state import AlertStream
 from app.core.database import create_pool
-from app.core.errors import install_handlers
+from app.core.errors import install_handlers, queue_unavailable
+from app.core.openapi import install_openapi
 from app.core.params import check_request_params
 from app.core.redis import create_redis
 from app.core.settings import Settings, get_settings
@@ -49,8 +49,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             sync_interval_s=settings.cache_sync_interval_s,
         )
         # Ingest answers 503 until Redis is back; the workers create the group too.
-        with suppress(RedisConnectionError, RedisTimeoutError):
+        try:
             await app.state.stream.ensure_group()
+        except RedisError as error:
+            if not queue_unavailable(error):
+                raise
         app.state.alert_stream = AlertStream(
             app.state.redis,
             settings.alert_stream,
@@ -82,6 +85,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(alerts.router)
     app.include_router(generator.router)
     install_handlers(app, settings.retry_after_s)
+    install_openapi(app, settings, [ingest.openapi_patch])
     return app
 
 

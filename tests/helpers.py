@@ -1,6 +1,7 @@
 """Small helpers shared by the tests."""
 
 import asyncio
+import os
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -57,3 +58,9 @@ async def wait_for(check: Callable[[], Awaitable[bool]], seconds: float = 10.0) 
             return
         await asyncio.sleep(0.02)
     raise AssertionError(f"condition not met within {seconds} s")
+
+
+def examples(count: int) -> int:
+    """A property test's example budget, scaled by HYPOTHESIS_SCALE for the long random runs
+    (`python -m scripts.fuzz`)."""
+    return count * int(os.environ.get("HYPOTHESIS_SCALE", "1"))

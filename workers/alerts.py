@@ -22,13 +22,21 @@ from typing import Any
 
 import orjson
 from redis.asyncio import Redis
+from redis.exceptions import ResponseError
 
-from app.alerts.evaluator import observations, script_calls
+from app.alerts.evaluator import Observation, Pair, chunks, observations, script_calls
 from app.alerts.history import history_row
 from app.alerts.queries import insert_history, rule_changes
 from app.alerts.rules import Rule, RuleSet
 from app.alerts.state import AlertStream
-from app.core.metrics import ALERT_EVAL_SECONDS, ALERT_HISTORY, ALERT_RULES, ALERT_TRANSITIONS
+from app.core.errors import queue_unavailable
+from app.core.metrics import (
+    ALERT_EVAL_FAILURES,
+    ALERT_EVAL_SECONDS,
+    ALERT_HISTORY,
+    ALERT_RULES,
+    ALERT_TRANSITIONS,
+)
 from app.core.retry import healthy, redis_fault, retrying
 from app.core.settings import Settings
 from workers.database import Database
@@ -123,11 +131,35 @@ class Alerts:
             await asyncio.wait_for(self.loaded.wait(), timeout=5 * self.settings.alert_rule_sync_s)
         with ALERT_EVAL_SECONDS.time():
             observed = observations(self.rules, events)
-            for keys, args in script_calls(
-                observed, self.settings.alert_state_prefix, self.settings.alert_eval_chunk
-            ):
+            for part in chunks(observed, self.settings.alert_eval_chunk):
+                await self._transition(part)
+
+    async def _transition(self, part: dict[Pair, tuple[Rule, list[Observation]]]) -> None:
+        """One script call; when the script refuses it (not Redis being down), the pairs one
+        by one, and a pair that still fails is counted, logged and skipped: one bad (rule,
+        device) must not hold every later batch back. States only move forward in event
+        time, so pairs the refused call already moved are not notified twice."""
+        size = sum(len(rows) for _, rows in part.values()) + 1
+        try:
+            for keys, args in script_calls(part, self.settings.alert_state_prefix, size):
                 for _, state in await self.stream.transition(keys, args):
                     ALERT_TRANSITIONS.labels(state).inc()
+        except ResponseError as error:
+            if queue_unavailable(error):
+                raise
+            if len(part) > 1:
+                for pair, value in part.items():
+                    await self._transition({pair: value})
+                return
+            (rule_id, tenant, device), _ = next(iter(part.items()))
+            ALERT_EVAL_FAILURES.inc()
+            log.error(
+                "alert evaluation refused: tenant %r rule %d device %r (%r); skipped",
+                tenant,
+                rule_id,
+                device,
+                error,
+            )
 
     # History.
 

@@ -12,6 +12,14 @@ from workers.writes import prepare
 TRANSIENT_CLASSES = ("08", "53", "57", "58", "40", "55")
 
 
+def is_data_error(error: BaseException) -> bool:
+    """Whether the database refused the data itself (SQLSTATE class 22, data exception)."""
+    if isinstance(error, asyncpg.exceptions.DataError):
+        return True
+    state = getattr(error, "sqlstate", None) or ""
+    return isinstance(error, asyncpg.PostgresError) and state[:2] == "22"
+
+
 def is_transient(error: BaseException) -> bool:
     if isinstance(
         error, (OSError, asyncio.TimeoutError, asyncpg.InterfaceError, asyncpg.InternalClientError)

@@ -18,11 +18,11 @@ from datetime import UTC, datetime, timedelta
 
 import asyncpg
 
-from app.core.metrics import REFRESH_SECONDS, WATERMARK_LAG
+from app.core.metrics import REFRESH_SECONDS, ROLLUP_QUARANTINED, WATERMARK_LAG
 from app.core.settings import Settings
 from app.core.timeparse import US, to_datetime, to_us
 from workers import rollups
-from workers.database import Database, is_transient
+from workers.database import Database, is_data_error, is_transient
 
 log = logging.getLogger("workers.refresher")
 
@@ -133,6 +133,102 @@ class Refresher:
             await rollups.tune(conn)
         return conn
 
+    # Isolation: one piece the database refuses to aggregate must not stop every round of
+    # every tenant (the oldest minutes go first, so it would be retried forever). The
+    # failing piece is narrowed down, recorded in rollup_quarantine, counted and logged;
+    # the rest is built and the watermark moves on.
+
+    async def _rebuild_minutes(self, conn: asyncpg.Connection, minutes: list[datetime]) -> None:
+        try:
+            async with conn.transaction():
+                await rollups.rebuild_minutes(conn, minutes)
+            return
+        except Exception as error:
+            if not is_data_error(error):
+                raise
+            if len(minutes) == 1:
+                await self._quarantine(conn, minutes[0], whole_bucket=False, error=error)
+                try:
+                    async with conn.transaction():
+                        await rollups.rebuild_minutes(conn, minutes)
+                except Exception as again:
+                    if not is_data_error(again):
+                        raise
+                    log.error("minute %s cannot be rolled up (%r); skipped", minutes[0], again)
+                return
+        middle = len(minutes) // 2
+        await self._rebuild_minutes(conn, minutes[:middle])
+        await self._rebuild_minutes(conn, minutes[middle:])
+
+    async def _rebuild_coarse(
+        self, conn: asyncpg.Connection, relation: str, column: str, buckets: list[datetime]
+    ) -> None:
+        try:
+            async with conn.transaction():
+                await rollups.rebuild_coarse(conn, relation, column, buckets)
+            return
+        except Exception as error:
+            if not is_data_error(error):
+                raise
+            if len(buckets) == 1:
+                ROLLUP_QUARANTINED.inc()
+                log.error("%s %s cannot be rolled up (%r); skipped", relation, buckets[0], error)
+                return
+        middle = len(buckets) // 2
+        await self._rebuild_coarse(conn, relation, column, buckets[:middle])
+        await self._rebuild_coarse(conn, relation, column, buckets[middle:])
+
+    async def _refresh_isolating(
+        self, conn: asyncpg.Connection, relation: str, lo: datetime, hi: datetime, seconds: int
+    ) -> None:
+        try:
+            await rollups.refresh_aggregate(conn, relation, lo, hi)
+            return
+        except Exception as error:
+            if not is_data_error(error):
+                raise
+            buckets = int((hi - lo).total_seconds()) // seconds
+            if buckets <= 1:
+                if relation == "readings_1m":
+                    # A continuous aggregate refreshes whole buckets: the minute stays
+                    # unrefreshed for every series, so it is flagged as a whole.
+                    await self._quarantine(conn, lo, whole_bucket=True, error=error)
+                else:
+                    ROLLUP_QUARANTINED.inc()
+                    log.error("%s %s cannot be refreshed (%r); skipped", relation, lo, error)
+                return
+        middle = lo + timedelta(seconds=buckets // 2 * seconds)
+        await self._refresh_isolating(conn, relation, lo, middle, seconds)
+        await self._refresh_isolating(conn, relation, middle, hi, seconds)
+
+    async def _quarantine(
+        self, conn: asyncpg.Connection, minute: datetime, *, whole_bucket: bool, error: Exception
+    ) -> None:
+        """Find the series of the minute the database refuses, and record each."""
+        found = 0
+        for series in await rollups.series_in_minute(conn, minute):
+            try:
+                async with conn.transaction():
+                    await rollups.probe(conn, minute, series)
+            except Exception as refused:
+                if not is_data_error(refused):
+                    raise
+                await rollups.quarantine(
+                    conn, minute, series, whole_bucket=whole_bucket, error=repr(refused)
+                )
+                ROLLUP_QUARANTINED.inc()
+                found += 1
+                log.error(
+                    "rollup quarantined: tenant %r device %r metric %r minute %s (%r)",
+                    series.tenant,
+                    series.device,
+                    series.metric,
+                    minute.isoformat(),
+                    refused,
+                )
+        if not found:
+            log.error("minute %s cannot be rolled up, no single series fails (%r)", minute, error)
+
     async def round(self) -> Round:
         """One round, if this process leads (else it tries to, and returns)."""
         conn = await self._connect()
@@ -155,7 +251,11 @@ class Refresher:
         if self._plain:
             async with conn.transaction():
                 await rollups.forget_minutes(conn, minutes)
-                await rollups.rebuild(conn, minutes, hours, days)
+                await rollups.release(conn, minutes)
+                await self._rebuild_minutes(conn, minutes)
+                for relation, column, _, _ in rollups.COARSE:
+                    buckets = hours if column == "hour" else days
+                    await self._rebuild_coarse(conn, relation, column, buckets)
                 await rollups.finish_round(conn, new, late, settings.refresh_log_keep_s)
         else:
             ids = await rollups.dirty_ids(conn, minutes)
@@ -169,7 +269,7 @@ class Refresher:
                 ("site_readings_1d", days, 86400),
             ):
                 for lo, hi in runs(buckets, seconds, window_s):
-                    await rollups.refresh_aggregate(conn, relation, lo, hi)
+                    await self._refresh_isolating(conn, relation, lo, hi, seconds)
             async with conn.transaction():
                 await rollups.forget_ids(conn, ids)
                 await rollups.finish_round(conn, new, late, settings.refresh_log_keep_s)

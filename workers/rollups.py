@@ -10,6 +10,7 @@ materialised rows).
 
 from collections.abc import Sequence
 from datetime import datetime
+from typing import NamedTuple
 
 import asyncpg
 
@@ -111,6 +112,11 @@ SELECT m.minute, r.tenant_id, r.device_id, r.metric, r.site_id,
     count(*), sum(r.value), min(r.value), max(r.value), greatest(sum(r.value) / count(*), 0) / 60
 FROM unnest($1::timestamptz[]) AS m(minute)
 JOIN readings r ON r.ts >= m.minute AND r.ts < m.minute + interval '1 minute'
+WHERE NOT EXISTS (
+    SELECT 1 FROM rollup_quarantine q
+    WHERE q.minute = m.minute AND q.tenant_id = r.tenant_id AND q.device_id = r.device_id
+        AND q.metric = r.metric
+)
 GROUP BY m.minute, r.tenant_id, r.device_id, r.metric, r.site_id
 ORDER BY r.tenant_id, r.device_id, r.metric, m.minute
 """
@@ -155,23 +161,22 @@ COARSE = (
 INSERT_COARSE = {relation: _insert_coarse(*spec) for spec in COARSE for relation in [spec[0]]}
 
 
-async def rebuild(
-    conn: asyncpg.Connection,
-    minutes: Sequence[datetime],
-    hours: Sequence[datetime],
-    days: Sequence[datetime],
-) -> None:
-    """Recompute the given buckets of every plain rollup; call inside one transaction."""
+async def rebuild_minutes(conn: asyncpg.Connection, minutes: Sequence[datetime]) -> None:
+    """Recompute the given minutes of the plain 1-minute rollups (device, then site)."""
     if minutes:
         for relation in ("readings_1m", "site_readings_1m"):
             await conn.execute(f"DELETE FROM {relation}_mat WHERE minute = ANY($1)", minutes)
         await conn.execute(INSERT_MINUTES, minutes)
         await conn.execute(INSERT_SITE_MINUTES, minutes)
-    for relation, column, _, _ in COARSE:
-        buckets = hours if column == "hour" else days
-        if buckets:
-            await conn.execute(f"DELETE FROM {relation}_mat WHERE {column} = ANY($1)", buckets)
-            await conn.execute(INSERT_COARSE[relation], buckets)
+
+
+async def rebuild_coarse(
+    conn: asyncpg.Connection, relation: str, column: str, buckets: Sequence[datetime]
+) -> None:
+    """Recompute the given hours or days of one plain rollup from the finer one."""
+    if buckets:
+        await conn.execute(f"DELETE FROM {relation}_mat WHERE {column} = ANY($1)", buckets)
+        await conn.execute(INSERT_COARSE[relation], buckets)
 
 
 async def refresh_aggregate(
@@ -184,3 +189,64 @@ async def refresh_aggregate(
         lo,
         hi,
     )
+
+
+# Isolation: a piece the database refuses to roll up (a value it cannot aggregate) must not
+# stop the rounds. The refresher finds the failing (minute, series) with these, records
+# it, and rebuilds the rest without it.
+SERIES_IN_MINUTE = """
+SELECT DISTINCT tenant_id, device_id, metric, site_id FROM readings
+WHERE ts >= $1 AND ts < $1 + interval '1 minute'
+"""
+
+# The expressions of the 1-minute rollup (migration 0002), for one series.
+PROBE_SERIES = """
+SELECT count(*), sum(value), min(value), max(value), greatest(sum(value) / count(*), 0) / 60
+FROM readings
+WHERE tenant_id = $1 AND device_id = $2 AND metric = $3 AND ts >= $4
+    AND ts < $4 + interval '1 minute'
+"""
+
+QUARANTINE = """
+INSERT INTO rollup_quarantine (minute, tenant_id, device_id, site_id, metric, whole_bucket, error)
+VALUES ($1, $2, $3, $4, $5, $6, $7)
+"""
+
+
+class Series(NamedTuple):
+    """One rolled-up series."""
+
+    tenant: str
+    device: str
+    metric: str
+    site: str | None
+
+
+async def series_in_minute(conn: asyncpg.Connection, minute: datetime) -> list[Series]:
+    rows = await conn.fetch(SERIES_IN_MINUTE, minute)
+    return [Series(r["tenant_id"], r["device_id"], r["metric"], r["site_id"]) for r in rows]
+
+
+async def probe(conn: asyncpg.Connection, minute: datetime, series: Series) -> None:
+    """Compute one series' minute as the rollup does; raises what the rollup would."""
+    await conn.fetchrow(PROBE_SERIES, series.tenant, series.device, series.metric, minute)
+
+
+async def quarantine(
+    conn: asyncpg.Connection, minute: datetime, series: Series, *, whole_bucket: bool, error: str
+) -> None:
+    await conn.execute(
+        QUARANTINE,
+        minute,
+        series.tenant,
+        series.device,
+        series.site,
+        series.metric,
+        whole_bucket,
+        error,
+    )
+
+
+async def release(conn: asyncpg.Connection, minutes: Sequence[datetime]) -> None:
+    """Forget the quarantine of minutes about to be rebuilt: new data may have fixed them."""
+    await conn.execute("DELETE FROM rollup_quarantine WHERE minute = ANY($1)", minutes)

@@ -79,6 +79,22 @@ def observations(
     return out
 
 
+def chunks(
+    observed: dict[Pair, tuple[Rule, list[Observation]]], chunk: int
+) -> Iterator[dict[Pair, tuple[Rule, list[Observation]]]]:
+    """The pairs in groups of about `chunk` observations, a pair's observations together."""
+    part: dict[Pair, tuple[Rule, list[Observation]]] = {}
+    size = 0
+    for pair, value in observed.items():
+        if part and size + len(value[1]) > chunk:
+            yield part
+            part, size = {}, 0
+        part[pair] = value
+        size += len(value[1])
+    if part:
+        yield part
+
+
 def script_calls(
     observed: dict[Pair, tuple[Rule, list[Observation]]], state_prefix: str, chunk: int
 ) -> Iterator[tuple[list[str], list[Any]]]:

@@ -5,7 +5,7 @@ from typing import Annotated, Any, Literal
 
 import orjson
 from fastapi import APIRouter, Header, Path, Query, Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from sse_starlette import EventSourceResponse, ServerSentEvent
@@ -17,20 +17,30 @@ from app.alerts.rules import Rule, check_clear_threshold
 from app.core.database import transaction
 from app.core.deps import ConnectionDep, PoolDep, RedisDep, SettingsDep, TenantDep
 from app.core.errors import InvalidInput, NotFound
-from app.core.params import parse_optional_time
-from app.core.responses import json_response
+from app.core.params import check_param, parse_optional_time
+from app.core.responses import errors, json_response
 from app.core.settings import Settings
-from app.core.timeparse import parse_duration
+from app.core.timeparse import DURATION_PATTERN, parse_duration
 
 log = logging.getLogger("app.alerts")
 
-router = APIRouter(tags=["alerts"])
+router = APIRouter(tags=["alerts"], responses=errors(404, 422, 503))
 
 
-Name = Annotated[str, Field(min_length=1)]
+def _text(value: str) -> str:
+    try:
+        return check_param(value, "value")
+    except InvalidInput as error:
+        raise ValueError(error.message) from None
+
+
+Name = Annotated[str, Field(min_length=1, pattern="^[^\\u0000]+$"), AfterValidator(_text)]
 Number = Annotated[float, Field(allow_inf_nan=False)]
 RuleId = Annotated[int, Path(ge=1, le=2**63 - 1)]
-Duration = Annotated[float | str, Field(description='seconds, or a duration such as "5m"')]
+Duration = Annotated[
+    Annotated[float, Field(ge=0)] | Annotated[str, Field(pattern=DURATION_PATTERN)],
+    Field(description='seconds, or a duration such as "90s", "5m", "1h"'),
+]
 
 
 class RuleIn(BaseModel):

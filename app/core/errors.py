@@ -81,14 +81,18 @@ class Internal(TelemetryError):
 
 
 # SQLSTATE classes of a database that cannot serve now: connection, resources, operator
-# intervention (admin shutdown, query cancelled by the statement timeout), system errors;
-# read-only (a standby after failover) and serialization conflicts a retry resolves.
-_DB_UNAVAILABLE_CLASSES = ("08", "53", "57", "58", "40")
-_DB_UNAVAILABLE_STATES = ("25006",)
+# intervention (admin shutdown, query cancelled by the statement timeout), system errors,
+# a missing database or refused login; read-only (a standby after failover), serialization
+# conflicts a retry resolves, and a table not migrated yet.
+_DB_UNAVAILABLE_CLASSES = ("08", "53", "57", "58", "40", "3D", "28")
+_DB_UNAVAILABLE_STATES = ("25006", "42P01")
 # Redis replies that mean "not now": out of memory, busy with a script, loading its data,
 # a replica or a cluster that cannot take writes.
 _REDIS_REFUSALS = ("OOM", "BUSY", "LOADING", "MASTERDOWN", "READONLY", "NOREPLICAS",
                    "CLUSTERDOWN", "TRYAGAIN", "MISCONF")  # fmt: skip
+
+
+_TYPE_TAGS = frozenset({"str", "float", "int", "bool", "none", "list", "dict"})
 
 
 def database_unavailable(error: BaseException) -> bool:
@@ -120,11 +124,13 @@ def install_handlers(app: FastAPI, retry_after_s: int) -> None:
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, error: RequestValidationError) -> Response:
         first = error.errors()[0]
-        location = [
-            str(part)
-            for part in first.get("loc", ())
-            if part not in ("query", "path", "header", "body")
-        ]
+        location: list[str] = []
+        for part in first.get("loc", ())[1:]:
+            text = str(part)
+            # Past the field come the union branches pydantic tried ("constrained-float").
+            if text in _TYPE_TAGS or text.startswith(("constrained-", "function-")):
+                break
+            location.append(text)
         wrapped = InvalidInput(first.get("msg", "is invalid"), field=".".join(location) or None)
         return json_response(wrapped.body(), wrapped.status)
 

@@ -56,3 +56,11 @@ REFRESH_SECONDS = Histogram(
     "One refresher round",
     buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
 )
+ROLLUP_QUARANTINED = Counter(
+    "telemetry_rollup_quarantined_total",
+    "Rollup pieces (minute and series) the database refused to build, left out and recorded",
+)
+ALERT_EVAL_FAILURES = Counter(
+    "telemetry_alert_eval_failures_total",
+    "(rule, device) evaluations the alert script refused, skipped and logged",
+)

@@ -60,6 +60,11 @@ def _in_range(us: int, field: str) -> int:
     return us
 
 
+# The same grammar for OpenAPI (no flags there: the units are spelt in both cases).
+DURATION_PATTERN = (
+    r"^\s*\d{1,12}(\.\d{1,9})?\s*([mM][sS]|[sS]|[sS][eE][cC]|[mM]|[mM][iI][nN]|[hH]|[hH][rR]|"
+    r"[dD]|[wW])?\s*$"
+)
 _DURATION = re.compile(r"^\s*(\d{1,12}(?:\.\d{1,9})?)\s*(ms|s|sec|m|min|h|hr|d|w)?\s*$", re.I)
 _UNIT_S = {
     "ms": 0.001, "s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "hr": 3600, "d": 86400,
@@ -80,6 +85,8 @@ def parse_duration(value: Any, field: str, *, max_s: float, whole_minutes: bool 
     minutes (rollup intervals)."""
     if isinstance(value, bool) or value is None:
         raise InvalidInput('must be a duration such as "90s", "15m" or "2h"', field=field)
+    if isinstance(value, int) and not -(10**15) < value < 10**15:
+        raise InvalidInput(f"must be at most {_span(max_s)}", field=field)
     if isinstance(value, (int, float)):
         seconds = float(value)
     elif isinstance(value, str) and (match := _DURATION.match(value)):

@@ -3,9 +3,10 @@
 from fastapi import APIRouter
 
 from app.core.deps import RedisDep, SettingsDep, TenantDep
+from app.core.responses import errors
 from app.generator.config import GeneratorConfig, load_config, save_config
 
-router = APIRouter(tags=["generator"])
+router = APIRouter(tags=["generator"], responses=errors(422, 503))
 
 
 @router.get("/v1/generator/config", response_model=GeneratorConfig)

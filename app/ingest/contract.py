@@ -8,6 +8,7 @@ import hashlib
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -240,3 +241,81 @@ def raw_event_id(raw: Any, limits: Limits) -> str | None:
         except InvalidInput:
             return None
     return None
+
+
+def _iso_pattern(oldest_ms: int, newest_ms: int) -> str:
+    """ISO 8601 date-times in the years the window spans (JSON Schema has no date bounds)."""
+    first = datetime.fromtimestamp(max(oldest_ms, 0) / 1000, UTC).year
+    last = datetime.fromtimestamp(newest_ms / 1000, UTC).year
+    years = "|".join(str(year) for year in range(first, last + 1))
+    return (
+        f"^(?:{years})-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])"
+        "T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\\.[0-9]{1,6})?(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9])?$"
+    )
+
+
+def json_schema(limits: Limits) -> dict[str, Any]:
+    """The OpenAPI schema of one event, from the same bounds `normalise` enforces.
+
+    What JSON Schema cannot say is in the descriptions: the time window is relative to now,
+    and flat numeric fields fold into metrics (the schema asks for `metrics`, a subset).
+    """
+    text = {"type": "string", "minLength": 1, "maxLength": limits.max_name_length,
+            "pattern": "^[^\\u0000]+$"}  # fmt: skip
+    value = {
+        "type": "number",
+        "minimum": -MAX_MAGNITUDE,
+        "maximum": MAX_MAGNITUDE,
+        "description": f"finite; 0 or {MIN_MAGNITUDE:g} <= |value| <= {MAX_MAGNITUDE:g}",
+    }
+    oldest_ms = (limits.now_us - limits.retention_us) // 1000
+    newest_ms = (limits.now_us + limits.max_future_skew_us) // 1000
+    window = (
+        f"within the retention period (now - {limits.retention_us // 86_400_000_000} days) "
+        f"and at most {limits.max_future_skew_us // 1_000_000} s ahead of now"
+    )
+    ts = {
+        "description": f"epoch milliseconds or ISO 8601 (no zone: UTC), {window}",
+        "anyOf": [
+            {"type": "integer", "minimum": oldest_ms, "maximum": newest_ms},
+            {
+                "type": "string",
+                "format": "date-time",
+                "pattern": _iso_pattern(oldest_ms, newest_ms),
+            },
+        ],
+    }
+    properties: dict[str, Any] = {}
+    for names, schema in (
+        (EVENT_ID_FIELDS, {**text, "description": "derived from the content if absent"}),
+        (DEVICE_FIELDS, text),
+        (TS_FIELDS, ts),
+        (SITE_FIELDS, text),
+        (TENANT_FIELDS, {**text, "description": "must be the caller's tenant"}),
+    ):
+        for index, name in enumerate(names):
+            alias = {"description": f"same as {names[0]}"} if index else {}
+            properties[name] = {**schema, **alias}
+    properties["metrics"] = {
+        "type": "object",
+        "minProperties": 1,
+        "maxProperties": limits.max_metrics,
+        "propertyNames": text,
+        "additionalProperties": value,
+    }
+    properties["tags"] = {
+        "description": "a list of strings, or an object folded to key:value",
+        "type": "array",
+        "maxItems": limits.max_tags,
+        "items": text,
+    }
+    return {
+        "type": "object",
+        "required": ["metrics"],
+        "allOf": [
+            {"anyOf": [{"required": [name]} for name in DEVICE_FIELDS]},
+            {"anyOf": [{"required": [name]} for name in TS_FIELDS]},
+        ],
+        "properties": properties,
+        "additionalProperties": {**value, "description": "a flat numeric field folds into metrics"},
+    }

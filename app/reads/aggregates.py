@@ -300,3 +300,41 @@ async def rollup_state(conn: asyncpg.Connection) -> RollupState:
 async def refreshed_since(conn: asyncpg.Connection, after_id: int) -> list[Refreshed]:
     rows = await conn.fetch(REFRESHED_SINCE, after_id)
     return [Refreshed(r["id"], to_us(r["lo"]), to_us(r["hi"])) for r in rows]
+
+
+QUARANTINED = """
+SELECT minute, device_id, metric, whole_bucket FROM rollup_quarantine
+WHERE minute >= $1 AND minute < $2
+    AND (whole_bucket OR (tenant_id = $3 AND metric = ANY($5::text[])
+        AND CASE WHEN $6 THEN site_id = $4 ELSE device_id = $4 END))
+ORDER BY minute LIMIT 100
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Quarantined:
+    """A rollup piece the refresher could not build: the answer lacks its readings."""
+
+    minute_us: int
+    device_id: str
+    metric: str
+    whole_bucket: bool
+
+
+async def quarantined(
+    conn: asyncpg.Connection, selection: Selection, metrics: Sequence[str]
+) -> list[Quarantined]:
+    """The quarantined pieces inside the selection (an index probe; the table is near empty)."""
+    rows = await conn.fetch(
+        QUARANTINED,
+        to_datetime(selection.lo_us),
+        to_datetime(selection.hi_us),
+        selection.tenant,
+        selection.key,
+        list(metrics),
+        selection.scope == "site",
+    )
+    return [
+        Quarantined(to_us(r["minute"]), r["device_id"], r["metric"], r["whole_bucket"])
+        for r in rows
+    ]

@@ -51,6 +51,27 @@ def _bucket(b: Bucket) -> dict[str, Any]:
     }
 
 
+async def _incomplete(
+    conn: asyncpg.Connection, selection: Selection, metrics: list[str]
+) -> dict[str, Any]:
+    """`quarantined`, when rollup pieces inside the answer could not be built (see
+    workers/refresher.py): the answer is then missing those readings, and says which."""
+    found = await aggregates.quarantined(conn, selection, metrics)
+    if not found:
+        return {}
+    return {
+        "quarantined": [
+            {
+                "minute": iso(q.minute_us),
+                "device_id": q.device_id,
+                "metric": q.metric,
+                "whole_minute": q.whole_bucket,
+            }
+            for q in found
+        ]
+    }
+
+
 def _window(w: Window) -> dict[str, Any]:
     return {
         "start": to_datetime(w.start_us),
@@ -84,6 +105,7 @@ async def metric_aggregate(
         "interval": interval,
         "interval_s": interval_s,
         "buckets": [_bucket(b) for b in buckets],
+        **await _incomplete(conn, selection, [metric]),
     }
 
 
@@ -110,6 +132,7 @@ async def site_energy(
         **_span(selection),
         "windows": [_window(w) for w in windows],
         "energy_wh": windows[-1].cumulative_wh if windows else 0.0,
+        **await _incomplete(conn, selection, [metric]),
     }
 
 
@@ -140,6 +163,7 @@ async def efficiency(
         "efficiency_pct": pct,
         "threshold_pct": threshold,
         "status": status,
+        **await _incomplete(conn, selection, list(metrics)),
     }
 
 

@@ -14,16 +14,16 @@ from fastapi import APIRouter, Query, Response
 from app.core.deps import ConnectionDep, SettingsDep, TenantDep
 from app.core.errors import InvalidInput, NotFound
 from app.core.params import check_limit, decode_cursor, encode_cursor, parse_interval, parse_range
-from app.core.responses import json_response
+from app.core.responses import errors, json_response
 from app.core.settings import Settings
 from app.core.timeparse import US, iso
-from app.reads import answers
+from app.reads import answers, schemas
 from app.reads import queries as reads
 from app.reads.aggregates import Scope, Selection
 from app.reads.deps import CacheDep
 from app.reads.queries import EventRow
 
-router = APIRouter(tags=["reads"])
+router = APIRouter(tags=["reads"], responses=errors(404, 422, 503))
 
 
 MINUTE_US = 60 * US
@@ -46,7 +46,7 @@ def _limit(value: int | None, settings: Settings) -> int:
     return check_limit(chosen, "limit", settings.read_max_limit)
 
 
-@router.get("/v1/devices/{device_id}/events")
+@router.get("/v1/devices/{device_id}/events", response_model=schemas.DeviceEvents)
 async def device_events(
     device_id: str,
     conn: ConnectionDep,
@@ -74,7 +74,7 @@ async def device_events(
     )
 
 
-@router.get("/sensors/{sensor_id}/recent")
+@router.get("/sensors/{sensor_id}/recent", response_model=schemas.SensorRecent)
 async def sensor_recent(
     sensor_id: str,
     conn: ConnectionDep,
@@ -89,7 +89,7 @@ async def sensor_recent(
     return json_response({"sensor_id": sensor_id, "events": [_event(r) for r in rows]})
 
 
-@router.get("/v1/events")
+@router.get("/v1/events", response_model=schemas.EventPage)
 async def list_events(
     conn: ConnectionDep,
     settings: SettingsDep,
@@ -120,7 +120,7 @@ async def list_events(
     )
 
 
-@router.get("/v1/devices/{device_id}/status")
+@router.get("/v1/devices/{device_id}/status", response_model=schemas.DeviceStatus)
 async def device_status(device_id: str, conn: ConnectionDep, tenant: TenantDep) -> Response:
     """The latest value of each metric of a device (the hot status table)."""
     rows = await reads.device_status(conn, tenant, device_id)
@@ -137,7 +137,7 @@ async def device_status(device_id: str, conn: ConnectionDep, tenant: TenantDep) 
     )
 
 
-@router.get("/v1/search")
+@router.get("/v1/search", response_model=schemas.SearchResult)
 async def search(
     conn: ConnectionDep,
     settings: SettingsDep,
@@ -185,7 +185,7 @@ def _recent(
     return parse_range(from_value, to_value, names, default_to_us=now, default_span_us=DAY_US)
 
 
-@router.get("/v1/metrics/aggregate")
+@router.get("/v1/metrics/aggregate", response_model=schemas.Aggregate)
 async def metric_aggregate(
     conn: ConnectionDep,
     settings: SettingsDep,
@@ -212,7 +212,7 @@ async def metric_aggregate(
     return await answers.serve(cache, conn, settings, cache_key, (lo, hi), compute)
 
 
-@router.get("/sites/{site_id}/agg")
+@router.get("/sites/{site_id}/agg", response_model=schemas.SiteEnergy)
 async def site_agg(
     site_id: str,
     conn: ConnectionDep,
@@ -241,7 +241,7 @@ async def site_agg(
     return await answers.serve(cache, conn, settings, cache_key, (lo, hi), compute)
 
 
-@router.get("/v1/analytics/efficiency")
+@router.get("/v1/analytics/efficiency", response_model=schemas.Efficiency)
 async def efficiency(
     conn: ConnectionDep,
     settings: SettingsDep,
