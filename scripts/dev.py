@@ -1,6 +1,7 @@
 """`make run`: the whole stack on this machine, no Docker.
 
-Makes sure PostgreSQL and Redis answer (starting private ones if needed), applies the
+Makes sure PostgreSQL and Redis answer (starting private ones if needed, and moving a
+volatile default Redis to a private persistent one: see scripts/services.py), applies the
 migrations, then runs the API on :8000 and two workers until Ctrl-C or SIGTERM, and
 stops everything it started.
 """
@@ -27,7 +28,8 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=int(os.environ.get("API_PORT", "8000")))
     args = parser.parse_args()
 
-    started = services.up()
+    started = services.up(switch_redis=True)
+    os.environ["REDIS_URL"] = started.redis_url  # every child inherits it
     children: list[subprocess.Popen[bytes]] = []
     stopping = False
 
@@ -87,7 +89,7 @@ def main() -> None:
                 child.wait(timeout=max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 child.kill()
-        services.down(started)
+        services.down(started.names)
 
 
 if __name__ == "__main__":
