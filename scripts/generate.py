@@ -15,6 +15,15 @@ Every distinct event the API acknowledged goes to the ground-truth file (NDJSON,
 the name ends in .gz), so `python -m scripts.verify` can prove what must be stored. 429 and
 503 are retried after Retry-After; transport errors with backoff. The generator publishes
 its profile to GET/PUT /v1/generator/config and follows changes made there.
+
+Stopping is bounded, whatever the API does (refuses connections, hangs, answers 503 for
+ever). At the end of --duration production stops and what is made is still delivered for
+at most --grace seconds (30 by default): a retry that would end past it is not made, a
+request still in flight then is cancelled. Unanswered batches are written to the ground
+truth as unacknowledged, events never sent are counted as unsent, and the summary says
+both. SIGINT or SIGTERM ends production at once and allows the smaller of --grace and
+--stop-grace (5 s by default); a second one gives up at once. The ground truth is flushed
+every second and closed (with its footer) on every way out.
 """
 
 import argparse
@@ -49,6 +58,8 @@ MAX_EMIT_PER_TICK = 20_000
 MIN_BUFFER = 2000
 INGEST_SUFFIXES = ("/v1/events/batch", "/v1/events", "/events/batch", "/events", "/event")
 CONFIG_PATH = "/v1/generator/config"
+# The config PUT before the run must not hold the start up when the API hangs.
+CONFIG_TIMEOUT_S = 2.0
 
 Sleep = Callable[[float], Awaitable[None]]
 
@@ -102,6 +113,7 @@ class Counts:
     unconfirmed: int = 0
     confirmed: int = 0
     shed: int = 0
+    unsent: int = 0
 
     def line(self) -> str:
         return (
@@ -127,6 +139,10 @@ class Options:
     base_lon: float = -122.4194
     invalid_rate: float = 0.0
     give_up_s: float = 120.0
+    # After the end of the run: the bound on delivering the rest. After a signal the smaller
+    # of both: an operator's Ctrl-C or an orchestrator's SIGTERM wants it gone in seconds.
+    grace_s: float = 30.0
+    stop_grace_s: float = 5.0
     follow: bool = True
     control_tenant: str = "default"
     config_poll_s: float = 1.0
@@ -289,6 +305,9 @@ class TruthWriter:
             line["u"] = 1
         self._file.write(orjson.dumps(line) + b"\n")
 
+    def flush(self) -> None:
+        self._file.flush()
+
     def close(self, footer: dict[str, Any]) -> None:
         self._file.write(orjson.dumps({"end": 1, **footer}) + b"\n")
         self._file.close()
@@ -346,6 +365,11 @@ class Generator:
         self._due = 0.0
         self._stats: IO[bytes] | None = None
         self._stopping = False
+        # Past this (monotonic) no retry starts and in-flight requests are cancelled; set when
+        # production ends. A second stop() sets _abort: give everything up now.
+        self._end_by = math.inf
+        self._abort = asyncio.Event()
+        self.stopped_by: str | None = None
 
     # Schedule -------------------------------------------------------------------------
 
@@ -371,9 +395,18 @@ class Generator:
         done = min(self.options.bursts, int(elapsed * 1000 // self.options.burst_interval_ms) + 1)
         return done * self.options.burst_size
 
-    def stop(self) -> None:
-        """Stop producing; what was produced is still delivered (SIGTERM, Ctrl-C)."""
+    def stop(self, reason: str = "stop") -> None:
+        """Stop producing; what was produced is still delivered within the stop grace.
+        Called again (a second Ctrl-C), give up what is left at once."""
+        if self._stopping:
+            self._abort.set()
+            return
         self._stopping = True
+        self.stopped_by = reason
+        self._end_by = min(self._end_by, time.monotonic() + self.stop_grace())
+
+    def stop_grace(self) -> float:
+        return min(self.options.grace_s, self.options.stop_grace_s)
 
     def _finished(self, elapsed: float) -> bool:
         if self._stopping:
@@ -505,7 +538,12 @@ class Generator:
                 if item is None:
                     return
                 self._buffered -= len(item[1])
-                await self.deliver(*item)
+                try:
+                    await self.deliver(*item)
+                except asyncio.CancelledError:
+                    # Cut off at the end of the grace: it may or may not have been stored.
+                    self._give_up(item[1])
+                    raise
             finally:
                 self._queue.task_done()
 
@@ -517,7 +555,10 @@ class Generator:
         else:
             path, body = "/v1/events/batch", orjson.dumps([event.body for event in batch])
         headers = {"content-type": "application/json", "x-tenant-id": tenant}
-        deadline = time.monotonic() + self.options.give_up_s
+        if time.monotonic() >= self._end_by:
+            self._unsent(batch)
+            return
+        give_up_at = time.monotonic() + self.options.give_up_s
         counts = self.counts
         counts.sent += len(batch)
         attempt = 0
@@ -554,7 +595,8 @@ class Generator:
                     counts.unexpected_rejects += sum(not event.invalid for event in batch)
                     return
             attempt += 1
-            if time.monotonic() + wait > deadline:
+            # _end_by is read each turn: it moves from infinity to a bound when the run ends.
+            if time.monotonic() + wait > min(give_up_at, self._end_by):
                 self._give_up(batch)
                 return
             await self.backoff(wait)
@@ -599,6 +641,24 @@ class Generator:
                 if self.truth is not None:
                     self.truth.write(event, unconfirmed=True)
 
+    def _unsent(self, batch: list[Emitted]) -> None:
+        """Never sent, so certainly not stored: counted, not written."""
+        self.counts.unsent += sum(not e.confirmed and not e.invalid for e in batch)
+
+    def _leftovers(self) -> None:
+        """What never reached a sender when the run was cut short."""
+        events: dict[int, Emitted] = {}
+        while not self._queue.empty():
+            item = self._queue.get_nowait()
+            if item is not None:
+                events.update((id(event), event) for event in item[1])
+        for box in self._outbox.values():
+            events.update((id(event), event) for event in box)
+            box.clear()
+        events.update((id(event), event) for _, _, event in self._held)
+        self._held.clear()
+        self._unsent(list(events.values()))
+
     # Config, progress, stats -----------------------------------------------------------
 
     async def publish_config(self) -> None:
@@ -613,6 +673,7 @@ class Generator:
                     "content-type": "application/json",
                     "x-tenant-id": self.options.control_tenant,
                 },
+                timeout=CONFIG_TIMEOUT_S,
             )
         except httpx.TransportError:
             return
@@ -664,6 +725,8 @@ class Generator:
             if self._stats is not None:
                 self._stats.write(orjson.dumps(sample) + b"\n")
                 self._stats.flush()
+            if self.truth is not None:
+                self.truth.flush()  # a kill -9 then loses at most a second of lines
             if self.options.bursts is None:
                 bar.n = min(bar.total, int(elapsed))
             else:
@@ -696,14 +759,13 @@ class Generator:
         helpers = [asyncio.create_task(self._report(bar)), asyncio.create_task(self._follow())]
         try:
             await self._produce()
-            await self._drain()
-            for _ in senders:
-                await self._queue.put(None)
-            await asyncio.gather(*senders)
+            self._end_by = min(self._end_by, time.monotonic() + options.grace_s)
+            await self._settle(senders)
         finally:
             for task in [*senders, *helpers]:
                 task.cancel()
             await asyncio.gather(*senders, *helpers, return_exceptions=True)
+            self._leftovers()
             if self._stats is not None:
                 self._stats.write(orjson.dumps(self._sample(time.monotonic() - self._started)))
                 self._stats.close()
@@ -712,16 +774,32 @@ class Generator:
             bar.close()
         return self.counts
 
-    async def _drain(self) -> None:
+    async def _settle(self, senders: list[asyncio.Task[None]]) -> None:
+        """Deliver the rest until done, the end of the grace, or a second stop; what is
+        unanswered then is cancelled by run()."""
+        drain = asyncio.create_task(self._drain(senders))
+        try:
+            # A tick, not one long wait: a signal during the grace moves _end_by closer.
+            while not drain.done() and not self._abort.is_set():
+                if time.monotonic() >= self._end_by:
+                    break
+                await asyncio.wait([drain], timeout=TICK_S)
+        finally:
+            drain.cancel()
+            await asyncio.gather(drain, return_exceptions=True)
+
+    async def _drain(self, senders: list[asyncio.Task[None]]) -> None:
         """Send what is held back and every correction the last answers asked for."""
-        deadline = time.monotonic() + self.options.give_up_s + 30
-        while time.monotonic() < deadline:
+        while True:
             now = time.monotonic()
             self._release(now, everything=True)
             await self._flush(now, everything=True)
             await self._queue.join()
             if not self._held and not any(self._outbox.values()):
-                return
+                break
+        for _ in senders:
+            await self._queue.put(None)
+        await asyncio.gather(*senders)
 
 
 def _env(name: str, cast: Callable[[str], Any], default: Any) -> Any:
@@ -764,7 +842,19 @@ def build(argv: list[str] | None = None) -> tuple[Options, GeneratorConfig, Path
     )
     parser.add_argument("--seed", type=int, default=None, help="random seed")
     parser.add_argument("--run-id", default=None, help="prefix of this run's device ids")
-    parser.add_argument("--give-up-s", type=float, default=120.0)
+    parser.add_argument("--give-up-s", type=float, default=120.0, help="retries of one batch")
+    parser.add_argument(
+        "--grace",
+        type=float,
+        default=30.0,
+        help="seconds after --duration to deliver what is in flight, then give it up",
+    )
+    parser.add_argument(
+        "--stop-grace",
+        type=float,
+        default=5.0,
+        help="the same after SIGINT/SIGTERM (at most --grace); a second signal: none",
+    )
     parser.add_argument("--no-follow", action="store_true", help="ignore the backend's config")
     parser.add_argument("--control-tenant", default="default", help="tenant of the config")
     parser.add_argument("--stats", type=Path, help="write one JSON line of counters per second")
@@ -811,6 +901,8 @@ def build(argv: list[str] | None = None) -> tuple[Options, GeneratorConfig, Path
         base_lon=_env("BASE_LON", float, -122.4194),
         invalid_rate=args.invalid_rate,
         give_up_s=args.give_up_s,
+        grace_s=args.grace,
+        stop_grace_s=args.stop_grace,
         follow=not args.no_follow,
         control_tenant=args.control_tenant,
         first_burst_at_s=args.first_burst_at,
@@ -833,6 +925,19 @@ def truth_header(generator: Generator) -> dict[str, Any]:
         "devices": devices,
         "profile": generator.config.knobs(),
     }
+
+
+def _on_signal(generator: Generator, sig: signal.Signals) -> None:
+    if generator.stopped_by is None:
+        bound = generator.stop_grace()
+        print(
+            f"generate: {sig.name}: stopping; delivering what is in flight for up to "
+            f"{bound:g} s (a second signal gives it up now)",
+            file=sys.stderr,
+        )
+    else:
+        print(f"generate: {sig.name}, a second signal: giving up what is left", file=sys.stderr)
+    generator.stop(sig.name)
 
 
 async def generate(
@@ -858,7 +963,7 @@ async def generate(
     if stop_on_signals:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, generator.stop)
+            loop.add_signal_handler(sig, _on_signal, generator, sig)
     try:
         counts = await generator.run()
     finally:
@@ -874,11 +979,19 @@ def cli(argv: list[str] | None = None) -> int:
     counts = asyncio.run(generate(options, config, truth_path, stop_on_signals=True))
     print(
         f"generate: run {options.run_id}: {counts.line()} confirmed={counts.confirmed} "
-        f"unconfirmed={counts.unconfirmed} late={counts.late} resent={counts.resent} "
-        f"corrections={counts.corrections} shed={counts.shed}",
+        f"unconfirmed={counts.unconfirmed} unsent={counts.unsent} late={counts.late} "
+        f"resent={counts.resent} corrections={counts.corrections} shed={counts.shed}",
         file=sys.stderr,
     )
-    return 1 if counts.unconfirmed or counts.unexpected_rejects else 0
+    if counts.unconfirmed or counts.unsent:
+        print(
+            f"generate: {counts.confirmed} events acknowledged; {counts.unconfirmed} sent "
+            f"but never acknowledged (in the ground truth as unacknowledged), "
+            f"{counts.unsent} never sent",
+            file=sys.stderr,
+        )
+    failed = counts.unconfirmed or counts.unsent or counts.unexpected_rejects
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
