@@ -38,7 +38,10 @@ def decode(entries: Iterable[Entry]) -> Batch:
         batch.entry_ids.append(entry_id)
         payload = fields.get(b"d", b"")
         try:
-            seq = entry_seq(entry_id)
+            # A replayed dead letter keeps the ingest order it had (its original sequence),
+            # so an old version replayed after a correction cannot overwrite the correction.
+            original = fields.get(b"seq")
+            seq = int(original) if original is not None else entry_seq(entry_id)
             decoded = [orjson.loads(line) for line in payload.split(b"\n")]
             for event in decoded:
                 event["seq"] = seq
@@ -46,9 +49,12 @@ def decode(entries: Iterable[Entry]) -> Batch:
         except (ValueError, KeyError, TypeError) as error:
             batch.poison.append(Poison(entry_id, f"undecodable entry: {error!r}", payload))
             continue
-        # Entries arrive in stream order and events in entry order, so the last one wins.
+        # The highest sequence wins (for live entries: the last one in stream order).
         for event in decoded:
-            latest[(event["tenant_id"], event["device_id"], event["ts"])] = event
+            key = (event["tenant_id"], event["device_id"], event["ts"])
+            known = latest.get(key)
+            if known is None or known["seq"] <= event["seq"]:
+                latest[key] = event
     batch.events = list(latest.values())
     return batch
 

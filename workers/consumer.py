@@ -1,26 +1,46 @@
 """The consumer-group loop, in the style of arq: small, explicit, with a burst mode.
 
 Per batch: XREADGROUP, decode, one transaction of set-based upserts, XACK only after the
-commit. Entries a dead consumer left pending are taken over with XAUTOCLAIM; an entry
-delivered too often, or an event the database refuses, goes to the dead-letter stream.
+commit. Entries a dead consumer left pending are taken over with XAUTOCLAIM.
+
+Errors are classed by what they mean. Only an error about *this event's data* (SQLSTATE
+class 22, an integrity violation of one row, an event the row builder cannot read) leads to
+bisection and the dead-letter stream. Anything else is a fault of the system (connection
+lost, timeout, permission denied, missing table, read-only standby, disk full, ...): the
+batch is kept, nothing is acknowledged or dead-lettered, the worker backs off and retries
+it in place, says so (a gauge and its health key), and resumes when the cause goes away.
+While it waits it keeps claiming its entries (XCLAIM JUSTID, which counts no delivery), so
+no other worker takes them over and their delivery count does not grow. An entry is
+dead-lettered for its deliveries only when it keeps killing the workers that take it.
 """
 
 import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
 import asyncpg
+import orjson
 from redis.asyncio import Redis
-from redis.exceptions import ResponseError
+from redis.exceptions import RedisError, ResponseError
+from tenacity import AsyncRetrying
 
-from app.core.metrics import BATCH_EVENTS, DB_RETRIES, DEAD_LETTERS, STORED, UPSERT_SECONDS
+from app.core.metrics import (
+    BATCH_EVENTS,
+    DB_RETRIES,
+    DEAD_LETTER_ENTRIES,
+    DEAD_LETTERS,
+    STORED,
+    UPSERT_SECONDS,
+    WORKER_FAULT,
+)
 from app.core.retry import Stopped, healthy, retrying
 from app.core.settings import Settings
 from app.core.streams import EventStream, parse_id, text
 from workers.batch import Batch, Entry, decode, event_rows
-from workers.database import Database, is_transient
+from workers.database import Database, MalformedEvent, is_data_error
 from workers.deadletter import DeadLetters
 from workers.writes import EventRow, ReadingRow, write_batch
 
@@ -30,13 +50,47 @@ AfterCommit = Callable[[Sequence[dict[str, Any]]], Awaitable[None]]
 Writer = Callable[[asyncpg.Connection, Sequence[EventRow], Sequence[ReadingRow]], Awaitable[int]]
 
 
-def _data_error(error: BaseException) -> bool:
-    # asyncpg's client-side DataError is an InterfaceError too, but it is about the data.
-    if isinstance(error, asyncpg.exceptions.DataError):
-        return True
-    if isinstance(error, (ValueError, TypeError, KeyError)):
-        return True
-    return isinstance(error, asyncpg.PostgresError) and not is_transient(error)
+# KEYS[1]: the stream; ARGV: group, this consumer, the idle limit in ms.
+FORGET_LUA = """#!lua
+local forgotten = 0
+for _, consumer in ipairs(redis.call('XINFO', 'CONSUMERS', KEYS[1], ARGV[1])) do
+  local info = {}
+  for i = 1, #consumer, 2 do
+    info[consumer[i]] = consumer[i + 1]
+  end
+  if info['name'] ~= ARGV[2] and info['pending'] == 0 and info['idle'] >= tonumber(ARGV[3]) then
+    redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], info['name'])
+    forgotten = forgotten + 1
+  end
+end
+return forgotten
+"""
+
+
+def _system_fault(error: BaseException) -> bool:
+    return isinstance(error, Exception) and not is_data_error(error)
+
+
+def _chunks(entries: list[Entry], max_events: int, max_bytes: int) -> list[list[Entry]]:
+    """Entries in order, cut into runs of at most max_events events and max_bytes bytes (an
+    entry larger than either is a run of its own): one transaction stays bounded however
+    many entries a read or a reclaim returns."""
+    runs: list[list[Entry]] = []
+    run: list[Entry] = []
+    events = size = 0
+    for entry in entries:
+        fields = entry[1]
+        count = int(fields.get(b"n", b"1") or 1)
+        length = len(fields.get(b"d", b""))
+        if run and (events + count > max_events or size + length > max_bytes):
+            runs.append(run)
+            run, events, size = [], 0, 0
+        run.append(entry)
+        events += count
+        size += length
+    if run:
+        runs.append(run)
+    return runs
 
 
 class Worker:
@@ -59,11 +113,16 @@ class Worker:
         self.after_commit = after_commit
         self.writer = writer
         self.stream = EventStream(redis, settings.stream, settings.group)
-        self.dead = DeadLetters(redis, settings.stream, settings.dead_letter_stream)
+        self._forget = redis.register_script(FORGET_LUA)
+        self.dead = DeadLetters(
+            redis, settings.stream, settings.dead_letter_stream, settings.dead_letter_maxlen
+        )
         self._stopping = asyncio.Event()
         self._next_claim = 0.0
         self._next_trim = 0.0
         self.stored = 0
+        # What this worker is waiting out, if anything (kind, message): for the health key.
+        self.fault: tuple[str, str] | None = None
 
     def stop(self) -> None:
         self._stopping.set()
@@ -74,6 +133,7 @@ class Worker:
 
     async def run(self) -> None:
         await self.stream.ensure_group()
+        health = asyncio.create_task(self._report_health(), name=f"health-{self.name}")
         try:
             # Entries this consumer name read before a restart come first.
             while not self.stopping and await self._consume("0"):
@@ -92,6 +152,30 @@ class Worker:
                         healthy(attempt.retry_state)
         except Stopped:
             log.info("worker %s stopping with a batch unacknowledged", self.name)
+        finally:
+            health.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await health
+            with contextlib.suppress(RedisError, OSError):
+                await self.redis.delete(self._health_key)
+
+    @property
+    def _health_key(self) -> str:
+        return f"{self.settings.worker_health_prefix}:{self.name}"
+
+    async def _report_health(self) -> None:
+        """A short-lived key saying this worker is alive, and what fault it waits out."""
+        while True:
+            await self._write_health()
+            await asyncio.sleep(self.settings.worker_health_interval_s)
+
+    async def _write_health(self) -> None:
+        kind, message = self.fault or (None, None)
+        body = {"name": self.name, "status": "fault" if kind else "ok", "fault": kind,
+                "detail": message, "stored": self.stored, "at": time.time()}  # fmt: skip
+        ttl = int(self.settings.worker_health_interval_s * 3) + 1
+        with contextlib.suppress(RedisError, OSError):
+            await self.redis.set(self._health_key, orjson.dumps(body), ex=ttl)
 
     async def _step_or_regroup(self) -> bool:
         try:
@@ -185,44 +269,100 @@ class Worker:
             await self.process(fresh)
 
     async def process(self, entries: list[Entry]) -> None:
-        batch = decode(entries)
-        for poison in batch.poison:
-            await self.dead.add_entry(poison.entry_id, poison.payload, poison.error, self.name)
-            DEAD_LETTERS.labels("entry").inc()
-        await self._store(batch)
-        await self.redis.xack(self.settings.stream, self.settings.group, *batch.entry_ids)
-        self.stored += len(batch.events)
+        for run in _chunks(entries, self.settings.batch_max_events, self.settings.batch_max_bytes):
+            batch = decode(run)
+            for poison in batch.poison:
+                await self.dead.add_entry(poison.entry_id, poison.payload, poison.error, self.name)
+                DEAD_LETTERS.labels("entry").inc()
+            async with self._holding(batch.entry_ids):
+                await self._store(batch)
+            await self.redis.xack(self.settings.stream, self.settings.group, *batch.entry_ids)
+            self.stored += len(batch.events)
 
-    async def _store(self, batch: Batch) -> None:
+    @contextlib.asynccontextmanager
+    async def _holding(self, entry_ids: list[bytes]) -> AsyncIterator[None]:
+        """Keep the entries this consumer's while it works on them, however long a fault
+        lasts: claimed again (JUSTID: no delivery counted) well within CLAIM_IDLE_MS."""
+        if self.settings.claim_idle_ms <= 0 or not entry_ids:
+            yield
+            return
+        period = self.settings.claim_idle_ms / 3000
+        ids: list[Any] = list(entry_ids)
+
+        async def renew() -> None:
+            while True:
+                await asyncio.sleep(period)
+                with contextlib.suppress(RedisError, OSError):
+                    await self.redis.xclaim(
+                        self.settings.stream, self.settings.group, self.name, 0, ids, justid=True
+                    )
+
+        task = asyncio.create_task(renew(), name=f"hold-{self.name}")
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    def _retrying(self, label: str) -> AsyncRetrying:
         async def on_retry(error: BaseException) -> None:
-            await self.database.reset()
-            DB_RETRIES.inc()
+            kind = type(error).__name__
+            changed = self.fault is None or self.fault[0] != kind
+            self.fault = (kind, str(error)[:300])
+            if changed:
+                WORKER_FAULT.labels(kind).set(1)
+                await self._write_health()
+            if isinstance(error, (asyncpg.PostgresError, asyncpg.InterfaceError, OSError)):
+                await self.database.reset()
+                DB_RETRIES.inc()
 
-        stored: list[dict[str, Any]] = []
-        async for attempt in retrying(
-            "database",
-            on=is_transient,
+        return retrying(
+            f"worker {self.name}: {label}",
+            on=_system_fault,
             initial_s=self.settings.db_retry_base_s,
             max_s=self.settings.db_retry_max_s,
             stop=self._stopping,
             on_retry=on_retry,
-        ):
+        )
+
+    async def _recovered(self) -> None:
+        if self.fault is not None:
+            log.info("worker %s recovered from %s", self.name, self.fault[0])
+            WORKER_FAULT.labels(self.fault[0]).set(0)
+            self.fault = None
+            await self._write_health()
+
+    async def _store(self, batch: Batch) -> None:
+        stored: list[dict[str, Any]] = []
+        async for attempt in self._retrying("storing a batch"):
             with attempt:
                 stored = await self._write_isolating(batch.events)
         if self.after_commit is not None and stored:
-            await self.after_commit(stored)
+            # Committed: a failure from here on is retried here, never by rewriting storage,
+            # and never dead-letters what is already stored.
+            async for attempt in self._retrying("after-commit step"):
+                with attempt:
+                    await self.after_commit(stored)
+        await self._recovered()
 
     async def _write_isolating(self, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """Write events; when the database refuses the data, bisect to find the bad ones."""
+        """Write events; when the database refuses the data, bisect to find the bad ones; when
+        a transaction times out, halve it rather than retry it whole."""
         if not events:
             return []
         try:
             await self._write(events)
             return events
         except Exception as error:
-            if not _data_error(error):
+            timed_out = isinstance(error, (asyncpg.QueryCanceledError, TimeoutError))
+            if timed_out and len(events) > 1:
+                log.warning("a %d-event transaction timed out; halving it", len(events))
+                if isinstance(error, TimeoutError):
+                    await self.database.reset()
+            elif not is_data_error(error):
                 raise
-            if len(events) == 1:
+            elif len(events) == 1:
                 log.warning("dead-lettered event %s: %r", events[0].get("event_id"), error)
                 await self.dead.add_event(events[0], repr(error), self.name)
                 DEAD_LETTERS.labels("event").inc()
@@ -232,7 +372,10 @@ class Worker:
         return left + await self._write_isolating(events[middle:])
 
     async def _write(self, events: list[dict[str, Any]]) -> None:
-        event_rows_, reading_rows = event_rows(events)
+        try:
+            event_rows_, reading_rows = event_rows(events)
+        except (ValueError, TypeError, KeyError) as error:
+            raise MalformedEvent(repr(error)) from error
         conn = await self.database.connection()
         with UPSERT_SECONDS.time():
             async with conn.transaction():
@@ -245,24 +388,21 @@ class Worker:
         if now < self._next_trim:
             return
         self._next_trim = now + self.settings.trim_interval_s
+        DEAD_LETTER_ENTRIES.set(await self.dead.size())
         await self.trim()
         await self.forget_idle_consumers()
 
     async def forget_idle_consumers(self) -> int:
-        """Drop consumers that hold nothing and have been idle long: each start adds one."""
-        consumers: Any = await self.redis.xinfo_consumers(self.settings.stream, self.settings.group)
-        forgotten = 0
-        for consumer in consumers:
-            name = text(consumer["name"])
-            idle_ms = int(consumer["idle"])
-            if (
-                name != self.name
-                and not int(consumer["pending"])
-                and idle_ms >= self.settings.forget_consumer_after_ms
-            ):
-                await self.redis.xgroup_delconsumer(self.settings.stream, self.settings.group, name)
-                forgotten += 1
-        return forgotten
+        """Drop consumers that hold nothing and have been idle long: each start adds one.
+
+        Checked and deleted in one script: a consumer that reads between a check and a
+        DELCONSUMER would lose the entries it just read from the group's pending list.
+        """
+        forgotten: Any = await self._forget(
+            keys=[self.settings.stream],
+            args=[self.settings.group, self.name, self.settings.forget_consumer_after_ms],
+        )
+        return int(forgotten)
 
     async def trim(self) -> None:
         """Trim only below what every group has acknowledged (Redis 7 has no ACKED trim)."""

@@ -12,12 +12,21 @@ from workers.writes import prepare
 TRANSIENT_CLASSES = ("08", "53", "57", "58", "40", "55")
 
 
+class MalformedEvent(ValueError):
+    """An event on the stream the row builder cannot read (not the API's canonical form)."""
+
+
 def is_data_error(error: BaseException) -> bool:
-    """Whether the database refused the data itself (SQLSTATE class 22, data exception)."""
+    """Whether the error is about the data of what was written, not about the system: a
+    data exception (SQLSTATE class 22: NUL in text, out of range), an integrity violation
+    one row can raise (class 23), asyncpg refusing to encode a value, or the row builder
+    unable to read an event (a malformed canonical event)."""
     if isinstance(error, asyncpg.exceptions.DataError):
         return True
+    if isinstance(error, MalformedEvent):
+        return True
     state = getattr(error, "sqlstate", None) or ""
-    return isinstance(error, asyncpg.PostgresError) and state[:2] == "22"
+    return isinstance(error, asyncpg.PostgresError) and state[:2] in ("22", "23")
 
 
 def is_transient(error: BaseException) -> bool:
@@ -42,7 +51,11 @@ class Database:
             conn = await asyncpg.connect(
                 dsn(self.settings.database_url),
                 timeout=10,
-                command_timeout=self.settings.statement_timeout_ms / 1000 or None,
+                # The server's statement timeout cancels first; the client's is the backstop for a
+                # connection that stalls.
+                command_timeout=self.settings.statement_timeout_ms / 1000 + 5
+                if self.settings.statement_timeout_ms
+                else None,
                 server_settings={
                     "application_name": self.application_name,
                     "statement_timeout": str(self.settings.statement_timeout_ms),

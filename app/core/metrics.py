@@ -26,7 +26,13 @@ UPSERT_SECONDS = Histogram(
 )
 STORED = Counter("telemetry_worker_events_stored_total", "Events written by this worker")
 DEAD_LETTERS = Counter("telemetry_dead_letters_total", "Entries and events dead-lettered", ["kind"])
-DB_RETRIES = Counter("telemetry_worker_db_retries_total", "Transient database faults retried")
+DEAD_LETTER_ENTRIES = Gauge("telemetry_dead_letter_entries", "Entries in the dead-letter stream")
+DB_RETRIES = Counter("telemetry_worker_db_retries_total", "Database faults waited out and retried")
+WORKER_FAULT = Gauge(
+    "telemetry_worker_fault",
+    "1 while the worker waits out a fault of the system (nothing acked or dead-lettered)",
+    ["kind"],
+)
 
 # Alerts (issue 4).
 ALERT_TRANSITIONS = Counter(

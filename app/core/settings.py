@@ -39,6 +39,7 @@ class Settings(BaseSettings):
     stream: str = "telemetry:events"
     group: str = "ingest"
     dead_letter_stream: str = "telemetry:dead"
+    dead_letter_maxlen: int = Field(default=100_000, ge=100)
     dedupe_prefix: str = "telemetry:seen"
     dedupe_window_s: int = Field(default=24 * 3600, ge=1)
 
@@ -61,6 +62,9 @@ class Settings(BaseSettings):
 
     # Workers.
     batch_entries: int = Field(default=200, ge=1)
+    # One transaction holds at most this many events and bytes, whatever the entries hold.
+    batch_max_events: int = Field(default=5000, ge=1)
+    batch_max_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
     block_ms: int = Field(default=1000, ge=1)
     claim_idle_ms: int = Field(default=30000, ge=0)
     claim_interval_s: float = Field(default=5.0, gt=0)
@@ -70,6 +74,10 @@ class Settings(BaseSettings):
     db_retry_base_s: float = Field(default=0.2, gt=0)
     db_retry_max_s: float = Field(default=10.0, gt=0)
     statement_timeout_ms: int = Field(default=30000, ge=0)
+    # Each worker refreshes a short-lived health key (arq style): /readyz lists the workers,
+    # and which of them wait out a fault and why.
+    worker_health_prefix: str = "telemetry:worker"
+    worker_health_interval_s: float = Field(default=5.0, gt=0)
 
     # Storage (applied by migrations when TimescaleDB is present).
     chunk_interval: str = "1 day"

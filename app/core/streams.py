@@ -42,6 +42,38 @@ async def ensure_group(redis: Redis, stream: str, group: str) -> None:
             raise
 
 
+# The group's pending count and lag (-1 when Redis cannot tell), its oldest pending id, the
+# first id past its cursor, and the stream's length; all read in one atomic step.
+BACKLOG_LUA = """#!lua flags=no-writes
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  return {0, 0, '', '', 0}
+end
+for _, group in ipairs(redis.call('XINFO', 'GROUPS', KEYS[1])) do
+  local info = {}
+  for i = 1, #group, 2 do
+    info[group[i]] = group[i + 1]
+  end
+  if info['name'] == ARGV[1] then
+    local oldest = ''
+    if info['pending'] > 0 then
+      oldest = redis.call('XPENDING', KEYS[1], ARGV[1])[2] or ''
+    end
+    local after = redis.call('XRANGE', KEYS[1], '(' .. info['last-delivered-id'], '+', 'COUNT', 1)
+    local first = ''
+    if #after > 0 then
+      first = after[1][1]
+    end
+    local lag = info['lag']
+    if not lag then
+      lag = -1
+    end
+    return {info['pending'], lag, oldest, first, redis.call('XLEN', KEYS[1])}
+  end
+end
+return {0, 0, '', '', 0}
+"""
+
+
 @dataclass(frozen=True, slots=True)
 class Backlog:
     entries: int
@@ -55,39 +87,25 @@ class EventStream:
         self.redis = redis
         self.stream = stream
         self.group = group
+        self._backlog = redis.register_script(BACKLOG_LUA)
 
     async def ensure_group(self) -> None:
         await ensure_group(self.redis, self.stream, self.group)
 
     async def backlog(self) -> Backlog:
-        """Entries not yet acknowledged by the group, and the age of the oldest of them."""
-        try:
-            groups: Any = await self.redis.xinfo_groups(self.stream)
-        except ResponseError as error:
-            if "no such key" in str(error).lower():
-                return Backlog(0, 0.0)
-            raise
-        info = next((g for g in groups if text(g["name"]) == self.group), None)
-        if info is None:
-            return Backlog(0, 0.0)
-        pending = int(info["pending"])
-        lag = info.get("lag")
-        last = text(info["last-delivered-id"])
-        oldest: list[str] = []
-        if pending:
-            summary: Any = await self.redis.xpending(self.stream, self.group)
-            # Acknowledged between the two calls: nothing pending any more.
-            if summary["min"] is not None:
-                oldest.append(text(summary["min"]))
-        undelivered: Any = await self.redis.xrange(self.stream, min=f"({last}", count=1)
-        if undelivered:
-            oldest.append(text(undelivered[0][0]))
-        if lag is None:
-            # Redis cannot tell the lag after deletions; count what is left past the cursor.
-            rest: Any = await self.redis.xrange(self.stream, min=f"({last}", count=100_000)
-            lag = len(rest)
+        """Entries not yet acknowledged by the group, and the age of the oldest of them.
+
+        One script call, so one snapshot: workers acking between two round trips cannot
+        make the parts disagree, and no entry is ever read to count them.
+        """
+        reply: Any = await self._backlog(keys=[self.stream], args=[self.group])
+        pending, lag, oldest_pending, first_undelivered, length = reply
+        pending = int(pending)
+        # Redis cannot tell the lag after some deletions: the stream's length bounds it.
+        waiting = int(lag) if int(lag) >= 0 else max(0, int(length) - pending)
+        oldest = [text(i) for i in (oldest_pending, first_undelivered) if i]
         age = 0.0
         if oldest:
-            first_ms = min(int(entry.partition("-")[0]) for entry in oldest)
+            first_ms = min(parse_id(entry)[0] for entry in oldest)
             age = max(0.0, time.time() - first_ms / 1000)
-        return Backlog(pending + int(lag), age)
+        return Backlog(pending + waiting, age)

@@ -5,12 +5,15 @@ from contextlib import suppress
 from typing import Any, Literal
 
 import asyncpg
+import orjson
 from fastapi import APIRouter, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel
+from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from app.core.deps import PoolDep, RedisDep
+from app.core.deps import PoolDep, RedisDep, SettingsDep
+from app.core.metrics import DEAD_LETTER_ENTRIES
 from app.core.responses import json_response
 from app.ingest.deps import GateDep
 
@@ -28,12 +31,26 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
+async def _workers(redis: Redis, prefix: str) -> dict[str, str]:
+    """Each live worker's health key: "ok", or the fault it is waiting out. Reported, not
+    judged: a stuck worker does not stop this API process from accepting events."""
+    found: dict[str, str] = {}
+    async for key in redis.scan_iter(match=f"{prefix}:*", count=200):
+        raw = await redis.get(key)
+        if raw is None:
+            continue
+        body = orjson.loads(raw)
+        status = "ok" if body["status"] == "ok" else f"fault: {body['fault']}: {body['detail']}"
+        found[str(body["name"])] = status
+    return dict(sorted(found.items()))
+
+
 @router.get(
     "/readyz",
     response_model=Readiness,
     responses={503: {"model": Readiness, "description": "the database or Redis does not answer"}},
 )
-async def readyz(pool: PoolDep, redis: RedisDep, gate: GateDep) -> Response:
+async def readyz(pool: PoolDep, redis: RedisDep, gate: GateDep, settings: SettingsDep) -> Response:
     """Answer 200 when the database and Redis answer; the backlog is reported, not judged."""
     checks: dict[str, Any] = {}
     try:
@@ -54,6 +71,7 @@ async def readyz(pool: PoolDep, redis: RedisDep, gate: GateDep) -> Response:
             "oldest_age_s": round(backlog.oldest_age_s, 3),
             "status": "ok" if within else "over limit",
         }
+        checks["workers"] = await _workers(redis, settings.worker_health_prefix)
     except (RedisError, OSError, TimeoutError) as error:
         checks["redis"] = f"error: {error.__class__.__name__}"
     # A backlog is what backpressure (429) is for: readiness is "can serve", so a burst does
@@ -65,8 +83,9 @@ async def readyz(pool: PoolDep, redis: RedisDep, gate: GateDep) -> Response:
 
 
 @router.get("/metrics", response_class=Response)
-async def metrics(gate: GateDep) -> Response:
+async def metrics(gate: GateDep, redis: RedisDep, settings: SettingsDep) -> Response:
     """Prometheus metrics of this API process."""
     with suppress(RedisError, OSError):
         await gate.current()  # refreshes the backlog gauges
+        DEAD_LETTER_ENTRIES.set(await redis.xlen(settings.dead_letter_stream))
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
