@@ -68,7 +68,9 @@ TICK = os.sysconf("SC_CLK_TCK")
 PROBE_TENANT = "default"
 BIG = 1_000_000.0
 BOX = "box (all processes)"
-GENERATE = [sys.executable, "-m", "scripts.generate", "--quiet", "--burst-seconds", "0"]
+# It is stopped with SIGTERM and then drains what it produced: the benchmark waits for that.
+GENERATE = [sys.executable, "-m", "scripts.generate", "--quiet", "--burst-seconds", "0",
+            "--grace", "180", "--stop-grace", "180"]  # fmt: skip
 
 
 def cpu_seconds(pid: int) -> float | None:

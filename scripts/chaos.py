@@ -155,6 +155,8 @@ class Chaos:
             quiet=not sys.stderr.isatty(),
             seed=self.rng.randrange(1 << 30),
             give_up_s=180,
+            # Faults outlast the load: retries of the last batches get as long as give_up_s.
+            grace_s=180,
         )
         print(f"chaos: {name}: {seconds:.0f} s at {self.args.rate:g} ev/s", file=sys.stderr)
         started = time.monotonic()

@@ -44,7 +44,7 @@ async def ingest(enqueuer: Enqueuer, settings: Settings, tenant: str, raws: list
     bounds = limits(settings)
     results: list[dict[str, Any]] = []
     positions: list[int] = []
-    event_ids: list[str] = []
+    keys: list[tuple[str, int]] = []
     payloads: list[bytes] = []
     rejected = 0
     for index, raw in enumerate(raws):
@@ -64,9 +64,9 @@ async def ingest(enqueuer: Enqueuer, settings: Settings, tenant: str, raws: list
             continue
         positions.append(len(results))
         results.append({"index": index, "event_id": event["event_id"], "status": "accepted"})
-        event_ids.append(event["event_id"])
+        keys.append((event["event_id"], event["ts"]))
         payloads.append(orjson.dumps(event))
-    fresh = await enqueuer.enqueue(tenant, event_ids, payloads, settings.dedupe_window_s)
+    fresh = await enqueuer.enqueue(tenant, keys, payloads, settings.dedupe_window_s)
     duplicate = 0
     for position, is_new in zip(positions, fresh, strict=True):
         if not is_new:

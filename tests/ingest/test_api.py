@@ -6,7 +6,7 @@ import httpx
 from redis.asyncio import Redis
 
 from app.core.settings import Settings
-from app.ingest.enqueue import seen_key
+from app.ingest.enqueue import Enqueuer
 from app.main import create_app
 from tests.helpers import SEED_BATCH, SEED_SINGLE, event, post_batch
 
@@ -119,7 +119,10 @@ async def test_backlog_past_the_limit_gives_429(settings: Settings, redis: Redis
     assert refused.status_code == 429
     assert refused.headers["Retry-After"] == str(settings.retry_after_s)
     # A refused event is not marked seen: its retry is accepted once there is room.
-    assert await redis.exists(seen_key(settings.dedupe_prefix, "default", "late")) == 0
+    marks = Enqueuer(redis, settings.stream, settings.dedupe_prefix)
+    late_ts = 1_748_772_540_000_000  # tests.helpers.event("late", minute=9)
+    assert not await marks.is_seen("default", "late", late_ts)
+    assert await marks.is_seen("default", "e0", late_ts - 9 * 60_000_000)
 
 
 async def test_redis_down_gives_503(settings: Settings) -> None:
