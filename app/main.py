@@ -1,7 +1,7 @@
 """The API application: `uvicorn app.main:app`."""
 
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 
 from fastapi import Depends, FastAPI
 from redis.exceptions import RedisError
@@ -19,6 +19,7 @@ from app.core.streams import EventStream
 from app.generator import routes as generator
 from app.health import routes as health
 from app.ingest import routes as ingest
+from app.ingest.admission import Admission, DurabilityGate
 from app.ingest.backpressure import BacklogGate
 from app.ingest.enqueue import Enqueuer
 from app.reads import routes as reads
@@ -34,14 +35,32 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.pool = await create_pool(settings)
         app.state.redis = create_redis(settings)
         app.state.stream = EventStream(app.state.redis, settings.stream, settings.group)
-        app.state.enqueuer = Enqueuer(app.state.redis, settings.stream, settings.dedupe_prefix)
-        app.state.gate = BacklogGate(
+        replicated = settings.required_durability == "replicated"
+        app.state.enqueuer = Enqueuer(
+            app.state.redis,
+            settings.stream,
+            settings.dedupe_prefix,
+            replica_wait_ms=settings.replica_wait_ms if replicated else None,
+            retry_after_s=settings.retry_after_s,
+        )
+        backlog = BacklogGate(
             app.state.stream,
             max_entries=settings.backlog_max_entries,
             max_age_s=settings.backlog_max_age_s,
             interval_s=settings.backlog_check_interval_s,
             retry_after_s=settings.retry_after_s,
         )
+        durability = DurabilityGate(
+            app.state.redis,
+            required=settings.required_durability,
+            allow_volatile=settings.allow_volatile_queue,
+            interval_s=settings.durability_check_interval_s,
+            retry_after_s=settings.retry_after_s,
+        )
+        app.state.gate = Admission(durability, backlog)
+        with suppress(RedisError, OSError):
+            # Read at start so the level is logged (and a refusal warned) before traffic.
+            await durability.current()
         app.state.cache = ReadCache(
             settings.cache_max_entries,
             ttl_recent_s=settings.cache_ttl_recent_s,

@@ -161,6 +161,8 @@ async def run(args: argparse.Namespace) -> None:
         **os.environ,
         "DATABASE_URL": settings.database_url,
         "REDIS_URL": settings.redis_url,
+        # A latency run, not a durability one: the machine's Redis may keep nothing on disk.
+        "ALLOW_VOLATILE_QUEUE": "true",
         "ALERT_CHANNEL": f"latency:{tag}:alerts",
         "ALERT_RULES_CHANNEL": f"latency:{tag}:rules",
         "LOG_LEVEL": "WARNING",

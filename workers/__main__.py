@@ -2,6 +2,7 @@
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -9,7 +10,9 @@ import socket
 import uuid
 
 from prometheus_client import start_http_server
+from redis.exceptions import RedisError
 
+from app.core.durability import probe
 from app.core.redis import create_redis
 from app.core.settings import get_settings
 from workers.alerts import Alerts
@@ -27,6 +30,16 @@ async def main(burst: bool, name: str, metrics_port: int) -> None:
     if metrics_port:
         start_http_server(metrics_port, addr="127.0.0.1")
     redis = create_redis(settings)
+    with contextlib.suppress(RedisError, OSError):
+        found = await probe(redis, replicated=settings.required_durability == "replicated")
+        refusal = found.refusal(settings.required_durability)
+        logging.getLogger("workers").log(
+            logging.WARNING if refusal else logging.INFO,
+            "queue durability: %s (%s)%s",
+            found.level,
+            found.reason,
+            f"; {refusal}" if refusal else "",
+        )
     database = Database(settings)
     alerts = Alerts(settings, redis, name=name)
     worker = Worker(settings, redis, database, name=name, burst=burst, after_commit=alerts.evaluate)

@@ -70,3 +70,6 @@ ALERT_EVAL_FAILURES = Counter(
     "telemetry_alert_eval_failures_total",
     "(rule, device) evaluations the alert script refused, skipped and logged",
 )
+QUEUE_DURABILITY = Gauge(
+    "telemetry_queue_durability", "1 for the queue's current durability level", ["level"]
+)

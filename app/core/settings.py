@@ -1,6 +1,7 @@
 """The one settings object, read from the environment."""
 
 from functools import lru_cache
+from typing import Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -53,6 +54,14 @@ class Settings(BaseSettings):
     max_name_length: int = Field(default=128, ge=1)
     max_tags: int = Field(default=64, ge=0)
     max_metrics: int = Field(default=256, ge=1)
+
+    # Durability: ingest answers 503 on a queue below this level (app/core/durability.py).
+    required_durability: Literal["volatile", "os-buffered", "fsync", "replicated"] = "os-buffered"
+    # For demos and tests only: accept on a volatile or evicting queue, with a warning.
+    allow_volatile_queue: bool = False
+    durability_check_interval_s: float = Field(default=5.0, ge=0)
+    # With `replicated`: how long the answer waits for a replica's acknowledgement.
+    replica_wait_ms: int = Field(default=500, ge=1)
 
     # Backpressure: 429 once the group's backlog passes either limit.
     backlog_max_entries: int = Field(default=20000, ge=1)

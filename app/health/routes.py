@@ -63,9 +63,17 @@ async def readyz(pool: PoolDep, redis: RedisDep, gate: GateDep, settings: Settin
     try:
         async with asyncio.timeout(2):
             await redis.ping()
-            backlog = await gate.current()
+            backlog = await gate.backlog.current()
+            durability = await gate.durability.current()
+            refusal = await gate.durability.refusal()
         checks["redis"] = "ok"
-        within = backlog.entries <= gate.max_entries and backlog.oldest_age_s <= gate.max_age_s
+        checks["queue"] = {
+            "durability": durability.level,
+            "detail": durability.reason,
+            "status": "ok" if refusal is None else f"refusing ingest: {refusal}",
+        }
+        limits = gate.backlog
+        within = backlog.entries <= limits.max_entries and backlog.oldest_age_s <= limits.max_age_s
         checks["backlog"] = {
             "entries": backlog.entries,
             "oldest_age_s": round(backlog.oldest_age_s, 3),
@@ -77,6 +85,8 @@ async def readyz(pool: PoolDep, redis: RedisDep, gate: GateDep, settings: Settin
     # A backlog is what backpressure (429) is for: readiness is "can serve", so a burst does
     # not take every API replica out of a load balancer at once.
     ready = checks.get("database") == "ok" and checks.get("redis") == "ok"
+    # A queue that would lose what it accepts cannot serve ingest: not ready.
+    ready = ready and checks["queue"]["status"] == "ok"
     return json_response(
         {"status": "ready" if ready else "not ready", "checks": checks}, 200 if ready else 503
     )
@@ -86,6 +96,7 @@ async def readyz(pool: PoolDep, redis: RedisDep, gate: GateDep, settings: Settin
 async def metrics(gate: GateDep, redis: RedisDep, settings: SettingsDep) -> Response:
     """Prometheus metrics of this API process."""
     with suppress(RedisError, OSError):
-        await gate.current()  # refreshes the backlog gauges
+        await gate.backlog.current()  # refreshes the backlog gauges
+        await gate.durability.current()
         DEAD_LETTER_ENTRIES.set(await redis.xlen(settings.dead_letter_stream))
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

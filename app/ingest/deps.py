@@ -4,7 +4,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from app.ingest.backpressure import BacklogGate
+from app.ingest.admission import Admission
 from app.ingest.enqueue import Enqueuer
 
 
@@ -13,10 +13,10 @@ async def _enqueuer(request: Request) -> Enqueuer:
     return enqueuer
 
 
-async def _gate(request: Request) -> BacklogGate:
-    gate: BacklogGate = request.app.state.gate
+async def _gate(request: Request) -> Admission:
+    gate: Admission = request.app.state.gate
     return gate
 
 
 EnqueuerDep = Annotated[Enqueuer, Depends(_enqueuer)]
-GateDep = Annotated[BacklogGate, Depends(_gate)]
+GateDep = Annotated[Admission, Depends(_gate)]

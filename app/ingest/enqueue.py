@@ -22,6 +22,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
+from app.core.errors import Unavailable
 from app.core.keys import tenant_key
 
 SPILL_AT = 500
@@ -92,11 +93,25 @@ def mark(tenant: str, event_id: str) -> tuple[int, int, int]:
     return int.from_bytes(digest[:8], "big", signed=True), digest[8] >> 4, digest[8] & 15
 
 
+class ReplicaTimeout(Unavailable):
+    """The events are in the stream, but no replica confirmed them in time."""
+
+
 class Enqueuer:
-    def __init__(self, redis: Redis, stream: str, dedupe_prefix: str) -> None:
+    def __init__(
+        self,
+        redis: Redis,
+        stream: str,
+        dedupe_prefix: str,
+        *,
+        replica_wait_ms: int | None = None,
+        retry_after_s: int = 1,
+    ) -> None:
         self.redis = redis
         self.stream = stream
         self.dedupe_prefix = dedupe_prefix
+        self.replica_wait_ms = replica_wait_ms
+        self.retry_after_s = retry_after_s
         self._enqueue = redis.register_script(ENQUEUE_LUA)
 
     def prefix(self, tenant: str) -> str:
@@ -117,8 +132,25 @@ class Enqueuer:
         for (event_id, ts_us), payload in zip(events, payloads, strict=True):
             member, a, b = mark(tenant, event_id)
             args += [ts_us // MINUTE_US, a, b, member, payload]
-        result: Any = await self._enqueue(keys=[self.stream], args=args)
+        if self.replica_wait_ms is None:
+            result: Any = await self._enqueue(keys=[self.stream], args=args)
+        else:
+            result = await self._enqueue_replicated(args)
         return [flag == 1 for flag in result[1]]
+
+    async def _enqueue_replicated(self, args: list[Any]) -> Any:
+        # WAIT covers the writes of its own connection: the script and WAIT share a pipeline.
+        async with self.redis.pipeline(transaction=False) as pipe:
+            await self._enqueue(keys=[self.stream], args=args, client=pipe)
+            pipe.execute_command("WAIT", 1, self.replica_wait_ms)
+            result, replicas = await pipe.execute()
+        if int(replicas) < 1 and result[0]:
+            raise ReplicaTimeout(
+                f"no replica confirmed the append within {self.replica_wait_ms} ms; the events "
+                "are queued, so a retry is safe (it is answered duplicate)",
+                headers={"Retry-After": str(self.retry_after_s)},
+            )
+        return result
 
     async def is_seen(self, tenant: str, event_id: str, ts_us: int) -> bool:
         """Whether the event's mark is set (for tests and tools)."""

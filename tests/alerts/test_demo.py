@@ -46,6 +46,8 @@ async def stack(settings: Settings, redis: Redis, db: asyncpg.Connection) -> Asy
         **os.environ,
         "DATABASE_URL": settings.database_url,
         "REDIS_URL": settings.redis_url,
+        # The machine's test Redis keeps nothing on disk (tests/ingest/test_durability.py).
+        "ALLOW_VOLATILE_QUEUE": "true",
         "ALERT_CHANNEL": f"test:{tag}:alerts",
         "ALERT_RULES_CHANNEL": f"test:{tag}:rules",
         "LOG_LEVEL": "WARNING",

@@ -6,23 +6,18 @@ never stored or that stopped the rollups.
 
 import base64
 import json
-import shutil
-import socket
-import subprocess
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import asyncpg
 import httpx
 import orjson
 import pytest
-from redis.asyncio import Redis
 
 from app.core.settings import Settings
 from app.main import create_app
+from tests.fixtures.redis import StartRedis
 from tests.fixtures.worker import RunWorker
-from tests.helpers import event, wait_for
+from tests.helpers import event
 
 HUGE = "1" + "0" * 400
 
@@ -212,42 +207,11 @@ async def test_database_down_is_a_503_on_reads_and_rule_writes(settings: Setting
         assert response.json()["error"]["code"] == "unavailable"
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 @pytest.fixture
-async def full_redis(tmp_path: Path) -> AsyncIterator[str]:
+async def full_redis(private_redis: StartRedis) -> str:
     """A private Redis with no room left: every write is refused with OOM."""
-    server = shutil.which("redis-server")
-    if server is None:
-        pytest.skip("redis-server is not installed")
-    port = _free_port()
-    process = subprocess.Popen(  # noqa: ASYNC220 - starting a server, not waiting on it
-        [server, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-         "--dir", str(tmp_path), "--maxmemory", "1", "--maxmemory-policy", "noeviction"],
-        stdout=subprocess.DEVNULL,
-    )  # fmt: skip
-    client = Redis(port=port)
-
-    async def answers() -> bool:
-        try:
-            return bool(await client.ping())
-        except OSError:
-            return False
-        except Exception:
-            return False
-
-    try:
-        await wait_for(answers)
-        yield f"redis://127.0.0.1:{port}/0"
-    finally:
-        await client.aclose()
-        process.terminate()
-        process.wait(timeout=10)
+    server = await private_redis("--maxmemory", "1", "--maxmemory-policy", "noeviction")
+    return server.url
 
 
 async def test_redis_out_of_memory_is_a_503_not_a_lost_event(

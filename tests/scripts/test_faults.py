@@ -128,6 +128,7 @@ async def test_a_worker_killed_mid_batch_and_another_at_random_lose_nothing(
     env = {
         "DATABASE_URL": through(settings, proxy.port),
         "REDIS_URL": settings.redis_url,
+        "ALLOW_VOLATILE_QUEUE": "true",
         "BLOCK_MS": "100",
         "CLAIM_IDLE_MS": "500",
         "CLAIM_INTERVAL_S": "0.2",
@@ -236,7 +237,11 @@ async def test_a_redis_restart_with_aof_loses_nothing(
 async def test_an_api_killed_and_restarted_loses_nothing(
     db: asyncpg.Connection, redis: Redis, settings: Settings, tmp_path: Path
 ) -> None:
-    env = {"DATABASE_URL": settings.database_url, "REDIS_URL": settings.redis_url}
+    env = {
+        "DATABASE_URL": settings.database_url,
+        "REDIS_URL": settings.redis_url,
+        "ALLOW_VOLATILE_QUEUE": "true",
+    }
     async with Stack(tmp_path / "stack", env) as stack:
         api = stack.api_child()
         await stack.start_http(api)
