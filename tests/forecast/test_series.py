@@ -192,13 +192,27 @@ def test_long_gap_cuts_the_history_before_it_when_enough_remains() -> None:
     step = 900
     y = daily(step, 7)
     y[100:140] = np.nan  # 10 hours: long
-    y[200:202] = np.nan  # 30 minutes at 15 minutes: long too, and later
-    y[400] = np.nan  # short, after the cut
+    y[200:215] = np.nan  # 3.75 hours: long too, and later: the cut is here
+    y[300:304] = np.nan  # 1 hour: filled from the profile
+    y[400] = np.nan  # 15 minutes: interpolated
     p = prepare(Series(T0, step, y))
-    assert [g.action for g in p.gaps] == ["cut", "cut", "interpolated"]
-    assert p.series.start_us == T0 + 202 * step * US
-    assert len(p.series) == len(y) - 202
+    assert [g.action for g in p.gaps] == ["cut", "cut", "filled", "interpolated"]
+    assert p.series.start_us == T0 + 215 * step * US
+    assert len(p.series) == len(y) - 215
     assert not np.isnan(p.series.values).any()
+
+
+def test_a_medium_gap_is_filled_rather_than_cutting_days_of_history() -> None:
+    step = 60
+    truth = daily(step, 3)
+    y = truth.copy()
+    y[2000:2040] = np.nan  # 40 minutes: more than 15, less than 2 hours
+    p = prepare(Series(T0, step, y))
+    assert [(g.steps, g.action) for g in p.gaps] == [(40, "filled")]
+    assert len(p.series) == len(y)
+    np.testing.assert_allclose(p.series.values[2000:2040], truth[2000:2040], atol=1e-9)
+    cut = prepare(Series(T0, step, y), fill_steps=30, min_points=2000)
+    assert [g.action for g in cut.gaps] == ["cut"] and len(cut.series) == len(y) - 2040
 
 
 def test_long_gap_is_filled_from_the_daily_profile_when_too_little_would_remain() -> None:
