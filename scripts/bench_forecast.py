@@ -23,10 +23,21 @@ Timing: training on 7 days of 1-minute data for one sensor and predicting 60 ste
 stored artifact, cold (the first call in a fresh process) and warm (the second call),
 and a cold training with and without a persistent NUMBA_CACHE_DIR.
 
+Service path (--service, or --service-only; needs PostgreSQL and redis-server, e.g. under
+`python -m scripts.services exec --`): a private Redis, the API, a worker (and its
+refresher) and the forecaster as child processes on free ports, on a database of their
+own (recreated: --database-url). The 7 days of 1-minute meter data go through the real
+write path; then POST /train (cold: the first after the forecaster started; warm: the
+second) and GET /predict of 60 steps from a stored version (cold: the first after a
+restart; warm: an uncached version; cached: the same again), client-side wall times
+beside the server's own. Predicting in-process is also set against a round trip through
+the training pool, the alternative.
+
 Prints a table; writes the JSON to results/ (git-ignored).
 """
 
 import argparse
+import asyncio
 import importlib
 import importlib.util
 import json
@@ -37,6 +48,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -294,6 +306,164 @@ def timing() -> dict[str, Any]:
     return out
 
 
+# --- service path ----------------------------------------------------------------------------
+
+BENCH_DATABASE = "postgresql://postgres@127.0.0.1:5432/telemetry_bench_fc"
+SENSOR = "bench-meter-1"
+
+
+def _iso(us: int) -> str:
+    from app.core.timeparse import iso
+
+    return iso(us)
+
+
+async def _until(check: Callable[[], Any], seconds: float, what: str) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if await check():
+            return
+        await asyncio.sleep(0.1)
+    raise RuntimeError(f"{what}: not within {seconds} s")
+
+
+async def _ready(http: Any) -> bool:
+    import httpx
+
+    try:
+        return bool((await http.get("/readyz")).status_code == 200)
+    except httpx.TransportError:
+        return False
+
+
+async def _timed(call: Callable[[], Any]) -> tuple[float, Any]:
+    started = time.perf_counter()
+    response = await call()
+    seconds = time.perf_counter() - started
+    response.raise_for_status()
+    return seconds, response.json()
+
+
+async def service_timing(database_url: str, workdir: Path) -> dict[str, Any]:
+    import asyncpg
+    import httpx
+
+    from app.core.settings import dsn
+    from scripts.schema import recreate
+    from scripts.stack import Stack, wait_http
+
+    _, observed = sensor_minutes("meter", 1)
+    minutes = HISTORY_DAYS * DAY // 60
+    events = [
+        {
+            "event_id": f"bench-{i}",
+            "device_id": SENSOR,
+            "site_id": "bench-site",
+            "ts": (T0 + i * 60 * US_PER_S) // 1000,
+            "metrics": {"power_w": float(observed[i])},
+        }
+        for i in range(minutes)
+        if not np.isnan(observed[i])
+    ]
+    recreate(database_url)
+    out: dict[str, Any] = {"events": len(events)}
+    env = {"DATABASE_URL": database_url, "REFRESH_MAX_MINUTES": "20000"}
+    async with Stack(workdir, env) as stack:
+        redis_child = stack.redis_child()
+        await stack.start_redis(redis_child)
+        stack.env["REDIS_URL"] = f"redis://127.0.0.1:{redis_child.port}/0"
+        api = stack.api_child()
+        await stack.start_http(api)
+        stack.worker_child("bench-forecast-worker").start()
+        conn = await asyncpg.connect(dsn(database_url))
+        try:
+            async with httpx.AsyncClient(
+                base_url=f"http://127.0.0.1:{api.port}", timeout=60
+            ) as http:
+                for first in range(0, len(events), 2000):
+                    answer = await http.post("/v1/events/batch", json=events[first : first + 2000])
+                    answer.raise_for_status()
+
+            async def rolled_up() -> bool:
+                stored = await conn.fetchval("SELECT count(*) FROM readings_1m_mat")
+                dirty = await conn.fetchval("SELECT EXISTS (SELECT FROM rollup_dirty)")
+                return bool(stored == len(events) and not dirty)
+
+            await _until(rolled_up, 300, "the rollups hold every minute")
+
+            forecaster = stack._uvicorn_child("forecast", "forecast.main:app", None, None)
+            base = f"http://127.0.0.1:{forecaster.port}"
+            async with httpx.AsyncClient(base_url=base, timeout=120) as http:
+                started = time.perf_counter()
+                forecaster.start()
+                await wait_http(forecaster, 60)
+                out["start_to_healthz_s"] = time.perf_counter() - started
+                await _until(partial(_ready, http), 120, "the forecaster ready")
+                out["start_to_ready_s"] = time.perf_counter() - started
+                out["warm_up"] = (await http.get("/readyz")).json()["checks"]
+                window = f"from={_iso(T0)}&to={_iso(T0 + HISTORY_DAYS * DAY * US_PER_S)}"
+                query = f"/train?sensor_id={SENSOR}&step=1m&{window}"
+                for label in ("cold", "warm"):
+                    seconds, body = await _timed(partial(http.post, query))
+                    out[f"train_{label}"] = {
+                        "wall_s": seconds,
+                        "server_s": body["seconds"],
+                        "fit_s": body["train_seconds"],
+                        "read_s": body["read_seconds"],
+                        "model": body["model"],
+                        "mase": body["score"]["mase"] if body["score"] else None,
+                        "gaps": body["gaps"]["by_action"],
+                        "artifact_bytes": body["artifact_bytes"],
+                    }
+            # A restart: the first prediction of a stored version in a fresh process.
+            await forecaster.stop()
+            async with httpx.AsyncClient(base_url=base, timeout=120) as http:
+                forecaster.start()
+                await wait_http(forecaster, 60)
+                await _until(partial(_ready, http), 120, "the forecaster ready again")
+                predict = f"/predict?sensor_id={SENSOR}&horizon=60m&step=1m&version="
+                for label, version in (("cold", 1), ("warm", 2), ("cached", 1)):
+                    seconds, body = await _timed(partial(http.get, predict + str(version)))
+                    assert len(body["points"]) == HORIZON
+                    out[f"predict_{label}_s"] = seconds
+            artifact: bytes = await conn.fetchval(
+                "SELECT artifact FROM forecast_models WHERE version = 1"
+            )
+        finally:
+            await conn.close()
+    out["predict_paths"] = await _predict_paths(artifact)
+    return out
+
+
+async def _predict_paths(artifact: bytes) -> dict[str, float]:
+    """In this (warm) process against a round trip through a warm training pool."""
+    from forecast.models import predict, warm_up
+    from forecast.pool import TrainingPool
+
+    warm_up()
+    pool = TrainingPool(1, "spawn", max_queued=1)
+    pool.start()
+    await pool.wait_warm()
+    out: dict[str, float] = {}
+    try:
+        for label in ("first", "second"):
+            started = time.perf_counter()
+            await asyncio.to_thread(predict, artifact, horizon_steps=HORIZON)
+            out[f"in_process_{label}_s"] = time.perf_counter() - started
+            started = time.perf_counter()
+            await pool.run(_pool_predict, artifact, HORIZON)
+            out[f"pool_{label}_s"] = time.perf_counter() - started
+    finally:
+        await pool.close()
+    return out
+
+
+def _pool_predict(artifact: bytes, horizon: int) -> int:
+    from forecast.models import predict
+
+    return len(predict(artifact, horizon_steps=horizon).mean)
+
+
 # --- report -----------------------------------------------------------------------------------
 
 HEADER = (
@@ -317,6 +487,9 @@ def main() -> None:
     parser.add_argument("--origins", type=int, default=4, help="rolling origins per series")
     parser.add_argument("--out", type=Path, default=ROOT / "results" / "bench_forecast.json")
     parser.add_argument("--no-timing", action="store_true", help="accuracy only")
+    parser.add_argument("--service", action="store_true", help="also time the service path")
+    parser.add_argument("--service-only", action="store_true", help="only the service path")
+    parser.add_argument("--database-url", default=BENCH_DATABASE, help="recreated for --service")
     parser.add_argument("--child", nargs=2, metavar=("KIND", "PATH"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -324,19 +497,23 @@ def main() -> None:
         return
     from forecast.models import library_versions
 
-    print(HEADER, flush=True)
-    results = accuracy(args.origins)
-    times = {} if args.no_timing else timing()
-    report: dict[str, Any] = {
-        "versions": library_versions(),
-        "cpus": os.cpu_count(),
-        "accuracy": [asdict(r) for r in results],
-        "timing": times,
-    }
-    if times:
+    report: dict[str, Any] = {"versions": library_versions(), "cpus": os.cpu_count()}
+    if not args.service_only:
+        print(HEADER, flush=True)
+        results = accuracy(args.origins)
+        times = {} if args.no_timing else timing()
+        report |= {"accuracy": [asdict(r) for r in results], "timing": times}
+        if times:
+            print()
+            for label, key in TIMING_ROWS:
+                print(f"{label:<58} {key(times)}")
+    if args.service or args.service_only:
+        with tempfile.TemporaryDirectory() as tmp:
+            service = asyncio.run(service_timing(args.database_url, Path(tmp)))
+        report["service"] = service
         print()
-        for label, key in TIMING_ROWS:
-            print(f"{label:<58} {key(times)}")
+        for label, key in SERVICE_ROWS:
+            print(f"{label:<58} {key(service)}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
     print(f"\nwritten {args.out.relative_to(ROOT) if args.out.is_relative_to(ROOT) else args.out}")
@@ -365,6 +542,29 @@ TIMING_ROWS: list[tuple[str, Callable[[dict[str, Any]], str]]] = [
     ("train cold, NUMBA_CACHE_DIR from the previous run", _s("numba_cache_second", "train_cold_s")),
     ("files in NUMBA_CACHE_DIR afterwards", _s("numba_cache_files")),
     ("numba installed", _s("numba_installed")),
+]
+
+
+SERVICE_ROWS: list[tuple[str, Callable[[dict[str, Any]], str]]] = [
+    ("events written (7 d x 1 min, with holes)", _s("events")),
+    ("forecaster start -> /healthz", _s("start_to_healthz_s")),
+    ("forecaster start -> /readyz (pool and predict warm)", _s("start_to_ready_s")),
+    ("warm-up, pool process (s)", _s("warm_up", "training_pool", "warm_up_s")),
+    ("warm-up, in-process for predict (s)", _s("warm_up", "predict", "warm_up_s")),
+    ("POST /train, first after start (wall)", _s("train_cold", "wall_s")),
+    ("  of which fitting in the pool", _s("train_cold", "fit_s")),
+    ("  of which reading the rollups", _s("train_cold", "read_s")),
+    ("POST /train, second (wall)", _s("train_warm", "wall_s")),
+    ("  of which fitting in the pool", _s("train_warm", "fit_s")),
+    (
+        "model chosen, backtest MASE",
+        lambda t: f"{t['train_cold']['model']}, {t['train_cold']['mase']:.3f}",
+    ),
+    ("GET /predict 60 steps, first after a restart", _s("predict_cold_s")),
+    ("GET /predict 60 steps, another version (warm)", _s("predict_warm_s")),
+    ("GET /predict 60 steps, cached", _s("predict_cached_s")),
+    ("predict in-process, warm", _s("predict_paths", "in_process_second_s")),
+    ("predict via the pool (round trip), warm", _s("predict_paths", "pool_second_s")),
 ]
 
 
