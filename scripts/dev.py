@@ -70,14 +70,18 @@ def worker(index: int, metrics_base: int) -> Program:
 
 
 def programs(args: argparse.Namespace) -> list[Program]:
-    """Everything `make run` supervises, one line per program: the forecaster will be
-    `Program("forecast", [PY, "-m", "uvicorn", "forecast.main:app", "--port", "8001"])`, and
-    API processes by core count `"--workers", str(k)` on the API's line (uvicorn forks them;
-    stopasgroup stops them with it)."""
+    """Everything `make run` supervises, one line per program. API processes by core count
+    would be `"--workers", str(k)` on the API's line (uvicorn forks them; stopasgroup stops
+    them with it)."""
     api = ["app.main:app", "--host", args.host, "--port", str(args.port), "--no-access-log"]
+    # Next to the API's port unless told otherwise (8000 -> 8001), so a second stack on
+    # other ports does not collide with the first one's forecaster.
+    forecast_port = args.forecast_port or args.port + 1
+    forecast = ["forecast.main:app", "--host", args.host, "--port", str(forecast_port)]
     return [
         Program("api", [PY, "-m", "uvicorn", *api]),
         *(worker(index, args.metrics_port) for index in range(args.workers)),
+        Program("forecast", [PY, "-m", "uvicorn", *forecast, "--no-access-log"]),
     ]
 
 
@@ -317,6 +321,12 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--host", default=os.environ.get("API_HOST", "127.0.0.1"))
     parser.add_argument("--port", type=int, default=int(os.environ.get("API_PORT", "8000")))
     parser.add_argument(
+        "--forecast-port",
+        type=int,
+        default=int(os.environ.get("FORECAST_PORT", "0")),
+        help="the forecaster's port (default: the API's port + 1)",
+    )
+    parser.add_argument(
         "--metrics-port",
         type=int,
         default=int(os.environ.get("WORKER_METRICS_PORT", "9101")),
@@ -368,7 +378,8 @@ def main(argv: list[str] | None = None) -> int:
         with supervised(state, stack) as daemon:
             names = ", ".join(program.name for program in stack)
             print(
-                f"dev: API on http://{args.host}:{args.port}; supervising {names} "
+                f"dev: API on http://{args.host}:{args.port}, forecaster on "
+                f"http://{args.host}:{args.forecast_port or args.port + 1}; supervising {names} "
                 f"(state in {state}); Ctrl-C stops",
                 file=sys.stderr,
                 flush=True,

@@ -8,12 +8,13 @@ from datetime import datetime
 from typing import Any
 
 import asyncpg
+import orjson
 
-from app.alerts.rules import Rule
+from app.alerts.rules import ForecastCondition, Rule
 
 RULE_COLUMNS = (
     "tenant_id, rule_id, device_id, site_id, metric, op, threshold, clear_threshold, "
-    "for_s, cooldown_s, version, created_at, deleted_at"
+    "for_s, cooldown_s, version, created_at, deleted_at, forecast"
 )
 
 # Taking the tenant's counter row serialises that tenant's rule changes, so versions are
@@ -26,8 +27,8 @@ RETURNING version
 
 INSERT_RULE = f"""
 INSERT INTO alert_rules (tenant_id, device_id, site_id, metric, op, threshold,
-                         clear_threshold, for_s, cooldown_s, version)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+                         clear_threshold, for_s, cooldown_s, forecast, version)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::jsonb, $11)
 RETURNING {RULE_COLUMNS}
 """
 
@@ -54,7 +55,8 @@ SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[], $5::tex
 ON CONFLICT (tenant_id, alert_id) DO NOTHING
 """
 
-HistoryRow = tuple[str, str, int, int, str, str | None, str, str, float, datetime, str]
+# The device is None for a predicted alert on a site's aggregate (no device describes it).
+HistoryRow = tuple[str, str, int, int, str | None, str | None, str, str, float, datetime, str]
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -62,6 +64,7 @@ def _iso(value: datetime | None) -> str | None:
 
 
 def rule_from_row(row: Mapping[Any, Any]) -> Rule:
+    forecast = row["forecast"]
     return Rule(
         tenant_id=row["tenant_id"],
         rule_id=row["rule_id"],
@@ -76,6 +79,7 @@ def rule_from_row(row: Mapping[Any, Any]) -> Rule:
         version=row["version"],
         created_at=_iso(row["created_at"]),
         deleted=row["deleted_at"] is not None,
+        forecast=ForecastCondition.from_stored(orjson.loads(forecast) if forecast else None),
     )
 
 
@@ -97,7 +101,21 @@ RULE_FIELDS = (
     "clear_threshold",
     "for_s",
     "cooldown_s",
+    "forecast",
 )
+
+FORECAST_RULES = f"""
+SELECT {RULE_COLUMNS} FROM alert_rules
+WHERE forecast IS NOT NULL AND deleted_at IS NULL
+ORDER BY tenant_id, rule_id
+"""
+
+FORECAST_RULES_OF = f"""
+SELECT {RULE_COLUMNS} FROM alert_rules
+WHERE forecast IS NOT NULL AND deleted_at IS NULL AND tenant_id = $1 AND metric = $2
+    AND CASE WHEN $3 THEN site_id = $4 ELSE device_id = $4 END
+ORDER BY rule_id
+"""
 
 
 async def _bump_version(conn: asyncpg.Connection, tenant: str) -> int:
@@ -128,6 +146,19 @@ async def get_rule(conn: asyncpg.Connection, tenant: str, rule_id: int) -> Rule 
 
 async def list_rules(conn: asyncpg.Connection, tenant: str) -> list[Rule]:
     return [rule_from_row(row) for row in await conn.fetch(LIST_RULES, tenant)]
+
+
+async def forecast_rules(conn: asyncpg.Connection) -> list[Rule]:
+    """Every tenant's live predicted-breach rules (the forecaster's scheduled pass)."""
+    return [rule_from_row(row) for row in await conn.fetch(FORECAST_RULES)]
+
+
+async def forecast_rules_of(
+    conn: asyncpg.Connection, tenant: str, *, site: bool, key: str, metric: str
+) -> list[Rule]:
+    """The live predicted-breach rules on one device's (or site's) metric."""
+    rows = await conn.fetch(FORECAST_RULES_OF, tenant, metric, site, key)
+    return [rule_from_row(row) for row in rows]
 
 
 async def rule_changes(

@@ -13,7 +13,13 @@ from sse_starlette import EventSourceResponse, ServerSentEvent
 from app.alerts import queries as model
 from app.alerts.deps import AlertStreamDep, FanoutDep
 from app.alerts.feed import AlertFeed
-from app.alerts.rules import Rule, check_clear_threshold
+from app.alerts.rules import (
+    Bound,
+    ForecastCondition,
+    Rule,
+    check_clear_threshold,
+    check_forecast,
+)
 from app.core.database import transaction
 from app.core.deps import ConnectionDep, PoolDep, RedisDep, SettingsDep, TenantDep
 from app.core.errors import InvalidInput, NotFound
@@ -43,6 +49,22 @@ Duration = Annotated[
 ]
 
 
+class ForecastIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    horizon: Duration = Field(description="how far ahead the forecast may cross the threshold")
+    bound: Bound = Field(
+        "forecast",
+        description="the series compared with the threshold: the point forecast (default) "
+        "or an edge of the 80 % / 95 % prediction interval",
+    )
+
+
+class ForecastOut(BaseModel):
+    horizon: float
+    bound: str
+
+
 class RuleIn(BaseModel):
     model_config = ConfigDict(
         extra="forbid",
@@ -62,6 +84,11 @@ class RuleIn(BaseModel):
     )
     for_: Duration = Field(0, alias="for", description="how long the condition must hold")
     cooldown: Duration = Field(0, description="least event time between two firings")
+    forecast: ForecastIn | None = Field(
+        None,
+        description="a predicted breach: evaluated by the forecaster against the device's "
+        "(or site's) latest model, notified as `predicted` and `resolved`",
+    )
 
 
 class RuleOut(BaseModel):
@@ -76,6 +103,7 @@ class RuleOut(BaseModel):
     cooldown: float
     version: int
     created_at: str | None
+    forecast: ForecastOut | None = None
 
 
 def _check_names(body: RuleIn, settings: Settings) -> None:
@@ -101,9 +129,20 @@ async def _publish(redis: Redis, settings: Settings, rule: Rule) -> None:
 async def create_alert(
     body: RuleIn, settings: SettingsDep, pool: PoolDep, redis: RedisDep, tenant: TenantDep
 ) -> Response:
-    """Register an alert rule; every worker evaluates it at once."""
+    """Register an alert rule; the workers (with a forecast, the forecaster) evaluate it."""
     _check_names(body, settings)
     check_clear_threshold(body.op, body.threshold, body.clear_threshold)
+    max_s = settings.alert_max_duration_s
+    for_s = parse_duration(body.for_, "for", max_s=max_s)
+    cooldown_s = parse_duration(body.cooldown, "cooldown", max_s=max_s)
+    forecast: str | None = None
+    if body.forecast is not None:
+        check_forecast(body.op, body.device_id, body.site_id, for_s, cooldown_s)
+        horizon_s = parse_duration(body.forecast.horizon, "forecast.horizon", max_s=max_s)
+        if horizon_s <= 0:
+            raise InvalidInput("must be longer than zero", field="forecast.horizon")
+        condition = ForecastCondition(horizon_s, body.forecast.bound)
+        forecast = orjson.dumps(condition.stored()).decode()
     fields = {
         "device_id": body.device_id,
         "site_id": body.site_id,
@@ -111,10 +150,9 @@ async def create_alert(
         "op": body.op,
         "threshold": body.threshold,
         "clear_threshold": body.clear_threshold,
-        "for_s": parse_duration(body.for_, "for", max_s=settings.alert_max_duration_s),
-        "cooldown_s": parse_duration(
-            body.cooldown, "cooldown", max_s=settings.alert_max_duration_s
-        ),
+        "for_s": for_s,
+        "cooldown_s": cooldown_s,
+        "forecast": forecast,
     }
     async with transaction(pool) as conn:
         rule = await model.create_rule(conn, tenant, fields)

@@ -9,7 +9,7 @@ between the two, where a firing alert keeps firing.
 import operator
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal, get_args
 
 from app.core.errors import InvalidInput
 
@@ -22,6 +22,11 @@ OPS: dict[str, Callable[[float, float], bool]] = {
     "!=": operator.ne,
 }
 BREACH, HOLD, CLEAR = "b", "h", "c"
+# Which series of a forecast a predicted-breach rule compares with its threshold.
+Bound = Literal["forecast", "lo80", "hi80", "lo95", "hi95"]
+BOUNDS: tuple[Bound, ...] = get_args(Bound)
+# A forecast is a band over time: ordering comparisons only (== on a float forecast is noise).
+FORECAST_OPS = (">", ">=", "<", "<=")
 
 
 def check_clear_threshold(op: str, threshold: float, clear: float | None) -> None:
@@ -34,6 +39,45 @@ def check_clear_threshold(op: str, threshold: float, clear: float | None) -> Non
         raise InvalidInput(f"must be at most the threshold with {op!r}", field="clear_threshold")
     if op in ("<", "<=") and clear < threshold:
         raise InvalidInput(f"must be at least the threshold with {op!r}", field="clear_threshold")
+
+
+def check_forecast(
+    op: str, device_id: str | None, site_id: str | None, for_s: float, cooldown_s: float
+) -> None:
+    """A predicted breach needs one model (a device's or a site's) and an ordering."""
+    if device_id is None and site_id is None:
+        raise InvalidInput(
+            "a forecast condition needs device_id or site_id (one model to forecast with)",
+            field="forecast",
+        )
+    if op not in FORECAST_OPS:
+        raise InvalidInput(f"must be one of {', '.join(FORECAST_OPS)} with a forecast", field="op")
+    # The forecaster re-evaluates whole forecasts, not a stream of events: there is no event
+    # time for `for` or `cooldown` to count.
+    if for_s:
+        raise InvalidInput("is not supported with a forecast condition", field="for")
+    if cooldown_s:
+        raise InvalidInput("is not supported with a forecast condition", field="cooldown")
+
+
+@dataclass(frozen=True, slots=True)
+class ForecastCondition:
+    """A predicted breach: the rule's bound of the forecast crosses within horizon_s."""
+
+    horizon_s: float
+    bound: str = "forecast"
+
+    def public(self) -> dict[str, Any]:
+        return {"horizon": self.horizon_s, "bound": self.bound}
+
+    def stored(self) -> dict[str, Any]:
+        return {"horizon_s": self.horizon_s, "bound": self.bound}
+
+    @classmethod
+    def from_stored(cls, body: Mapping[str, Any] | None) -> "ForecastCondition | None":
+        if body is None:
+            return None
+        return cls(float(body["horizon_s"]), str(body.get("bound") or "forecast"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +95,8 @@ class Rule:
     version: int = 0
     created_at: str | None = None
     deleted: bool = False
+    # Set: the forecaster evaluates the rule against forecasts; the workers skip it.
+    forecast: ForecastCondition | None = None
 
     def classify(self, value: float) -> str:
         compare = OPS[self.op]
@@ -74,11 +120,14 @@ class Rule:
             "cooldown": self.cooldown_s,
             "version": self.version,
             "created_at": self.created_at,
+            "forecast": self.forecast.public() if self.forecast is not None else None,
         }
 
     def message(self) -> dict[str, Any]:
         """The rule change as published to the workers."""
-        return {**self.public(), "tenant_id": self.tenant_id, "deleted": self.deleted}
+        body = {**self.public(), "tenant_id": self.tenant_id, "deleted": self.deleted}
+        body["forecast"] = self.forecast.stored() if self.forecast is not None else None
+        return body
 
     @classmethod
     def from_message(cls, body: Mapping[str, Any]) -> "Rule":
@@ -96,6 +145,7 @@ class Rule:
             version=int(body["version"]),
             created_at=body.get("created_at"),
             deleted=bool(body.get("deleted")),
+            forecast=ForecastCondition.from_stored(body.get("forecast")),
         )
 
 
@@ -161,7 +211,8 @@ class RuleSet:
     def _reindex(self, tenant: str) -> None:
         index = TenantRules()
         for _, rule in sorted(self._seen.get(tenant, {}).items()):
-            if not rule.deleted:
+            # Predicted-breach rules are the forecaster's: no event is compared with them.
+            if not rule.deleted and rule.forecast is None:
                 index.add(rule)
         if len(index):
             self._index[tenant] = index

@@ -120,6 +120,45 @@ return out
 """
 
 
+# A predicted-breach rule's state on one device (or site): "predicted|version" or
+# "ok|version", version being the model whose forecast decided it.
+# KEYS[1]: the alert stream, KEYS[2]: the state. ARGV: channel, maxlen, ttl, the model
+# version, the verdict (b: the forecast crosses, h: within the clear band, c: clear), the
+# predicted payload, the resolved payload. A verdict from an older model than the one that
+# decided the state is ignored, so two forecasters racing (or a late scheduled pass) never
+# undo a newer forecast; the same verdict again notifies nothing.
+PREDICTED_LUA = """#!lua
+local stored = redis.call('GET', KEYS[2])
+local state, version = 'ok', 0
+if stored then
+  local s, v = string.match(stored, '^(%a+)|(%d+)$')
+  state, version = s, tonumber(v)
+end
+local model = tonumber(ARGV[4])
+if model < version then
+  return {}
+end
+local new = state
+if ARGV[5] == 'b' then
+  new = 'predicted'
+elseif ARGV[5] == 'c' then
+  new = 'ok'
+end
+local out = {}
+if new ~= state then
+  local payload, label = ARGV[7], 'resolved'
+  if new == 'predicted' then
+    payload, label = ARGV[6], 'predicted'
+  end
+  local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', 'd', payload)
+  redis.call('PUBLISH', ARGV[1], id .. ' ' .. payload)
+  out = {id, label}
+end
+redis.call('SET', KEYS[2], new .. '|' .. string.format('%d', model), 'EX', ARGV[3])
+return out
+"""
+
+
 def state_key(prefix: str, tenant: str, rule_id: int, device: str) -> str:
     return tenant_key(prefix, tenant, str(rule_id), device)
 
@@ -154,6 +193,7 @@ class AlertStream:
         self.maxlen = maxlen
         self.ttl_s = ttl_s
         self._transition = redis.register_script(TRANSITION_LUA)
+        self._predicted = redis.register_script(PREDICTED_LUA)
 
     async def transition(self, keys: list[str], args: list[Any]) -> list[tuple[str, str]]:
         """Run the state machine; (alert id, state) of each transition made."""
@@ -162,6 +202,19 @@ class AlertStream:
         )
         flat = [text(item) for item in reply]
         return list(zip(flat[::2], flat[1::2], strict=True))
+
+    async def predicted(
+        self, key: str, version: int, verdict: str, predicted: bytes, resolved: bytes
+    ) -> tuple[str, str] | None:
+        """Move a predicted-breach state by a forecast's verdict; (alert id, state) when it
+        moved (notified on the stream and channel in the same step), else None."""
+        reply: Any = await self._predicted(
+            keys=[self.stream, key],
+            args=[self.channel, self.maxlen, self.ttl_s, version, verdict, predicted, resolved],
+        )
+        if not reply:
+            return None
+        return text(reply[0]), text(reply[1])
 
     async def position(self) -> Position:
         try:

@@ -144,6 +144,28 @@ class Settings(BaseSettings):
     # The running generator's profile, one key per tenant (GET/PUT /v1/generator/config).
     generator_config_prefix: str = "telemetry:generator:config"
 
+    # Forecaster (forecast/, `uvicorn forecast.main:app` on :8001): add forecaster settings
+    # below this line.
+    forecast_metric: str = "power_w"
+    forecast_window_s: int = Field(default=7 * 86400, ge=60)
+    forecast_step_s: int = Field(default=60, ge=60)
+    forecast_horizon_s: int = Field(default=3600, ge=60)
+    # Cells in one training window (7 days at 1 minute is 10,080) and steps in one forecast.
+    forecast_max_points: int = Field(default=50_000, ge=100)
+    forecast_max_horizon_steps: int = Field(default=2880, ge=1)
+    # Steps each backtest fold forecasts; the model chosen is the best at this horizon.
+    forecast_backtest_steps: int = Field(default=60, ge=1)
+    # Training processes: each holds a warmed statsforecast (~250 MB) and a core while busy.
+    forecast_workers: int = Field(default=1, ge=1, le=16)
+    # Never fork: the parent holds an event loop, asyncpg and Redis connections.
+    forecast_mp_context: Literal["spawn", "forkserver"] = "spawn"
+    # Trainings waiting for a process beyond this are refused (429) rather than queued.
+    forecast_max_queued: int = Field(default=8, ge=1)
+    # The dashboard (served by the API) calls the forecaster from the browser.
+    forecast_cors_origins: str = "http://127.0.0.1:8000,http://localhost:8000"
+    forecast_alert_interval_s: float = Field(default=60.0, gt=0)
+    forecast_alert_state_prefix: str = "telemetry:alert-predicted"
+
     @field_validator("database_url")
     @classmethod
     def _check_database_url(cls, value: str) -> str:

@@ -1,0 +1,1 @@
+"""The forecaster's pure core: no PostgreSQL or Redis needed."""
