@@ -22,6 +22,8 @@ from app.ingest import routes as ingest
 from app.ingest.admission import Admission, DurabilityGate
 from app.ingest.backpressure import BacklogGate
 from app.ingest.enqueue import Enqueuer
+from app.ingest.group import GroupCommit
+from app.ingest.lean import LeanIngest
 from app.reads import routes as reads
 from app.reads.cache import ReadCache
 
@@ -42,6 +44,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             settings.dedupe_prefix,
             replica_wait_ms=settings.replica_wait_ms if replicated else None,
             retry_after_s=settings.retry_after_s,
+        )
+        app.state.group_commit = GroupCommit(
+            app.state.enqueuer,
+            window_s=settings.group_window_ms / 1000,
+            max_events=settings.group_max_events,
+            dedupe_window_s=settings.dedupe_window_s,
         )
         backlog = BacklogGate(
             app.state.stream,
@@ -88,6 +96,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             yield
         finally:
+            await app.state.group_commit.close()
             await app.state.alert_fanout.stop()
             await app.state.redis.aclose()
             await app.state.pool.close()
@@ -104,6 +113,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(alerts.router)
     app.include_router(generator.router)
     install_handlers(app, settings.retry_after_s)
+    app.add_middleware(LeanIngest)
     install_openapi(app, settings, [ingest.openapi_patch])
     return app
 

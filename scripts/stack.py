@@ -146,8 +146,11 @@ class Stack:
 
     # API, workers, baseline -------------------------------------------------------------
 
-    def api_child(self, port: int | None = None, env: dict[str, str] | None = None) -> Child:
-        return self._uvicorn_child("api", "app.main:app", port, env)
+    def api_child(
+        self, port: int | None = None, env: dict[str, str] | None = None, processes: int = 1
+    ) -> Child:
+        extra = ["--workers", str(processes)] if processes > 1 else []
+        return self._uvicorn_child("api", "app.main:app", port, env, extra)
 
     def worker_child(
         self, name: str, env: dict[str, str] | None = None, metrics_port: int = 0
@@ -163,10 +166,16 @@ class Stack:
         return self._uvicorn_child("baseline", "scripts.baseline:app", port, env)
 
     def _uvicorn_child(
-        self, label: str, app: str, port: int | None, env: dict[str, str] | None
+        self,
+        label: str,
+        app: str,
+        port: int | None,
+        env: dict[str, str] | None,
+        extra: list[str] | None = None,
     ) -> Child:
         port = port or free_port()
         args = [sys.executable, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(port)]
+        args += extra or []
         child = self.child(
             f"{label}-{port}", [*args, "--no-access-log", "--log-level", "warning"], env
         )

@@ -11,9 +11,8 @@ import asyncpg
 from fastapi import Depends, Header, Request
 from redis.asyncio import Redis
 
-from app.core.errors import InvalidInput
-from app.core.params import check_param
 from app.core.settings import Settings
+from app.core.tenancy import MAX_TENANT_LENGTH, tenant_of
 
 
 async def _settings(request: Request) -> Settings:
@@ -41,15 +40,12 @@ SettingsDep = Annotated[Settings, Depends(_settings)]
 
 
 async def _tenant(
+    request: Request,
     settings: SettingsDep,
-    x_tenant_id: Annotated[str | None, Header(max_length=128)] = None,
+    # Declared for the OpenAPI document; tenant_of reads it from the headers.
+    x_tenant_id: Annotated[str | None, Header(max_length=MAX_TENANT_LENGTH)] = None,
 ) -> str:
-    # Per-tenant API keys will replace this header; everything below already keys on it.
-    if x_tenant_id is None:
-        return settings.default_tenant
-    if not x_tenant_id:
-        raise InvalidInput("must not be empty", field="X-Tenant-ID")
-    return check_param(x_tenant_id, "X-Tenant-ID")
+    return tenant_of(request.headers, settings)
 
 
 RedisDep = Annotated[Redis, Depends(_redis)]

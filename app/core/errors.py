@@ -115,7 +115,6 @@ def queue_unavailable(error: BaseException) -> bool:
 
 def install_handlers(app: FastAPI, retry_after_s: int) -> None:
     """Render every error as `{"error": {"code", "message", "field"?}}`."""
-    retry_after = {"Retry-After": str(retry_after_s)}
 
     @app.exception_handler(TelemetryError)
     async def telemetry_error(request: Request, error: TelemetryError) -> Response:
@@ -134,28 +133,37 @@ def install_handlers(app: FastAPI, retry_after_s: int) -> None:
         wrapped = InvalidInput(first.get("msg", "is invalid"), field=".".join(location) or None)
         return json_response(wrapped.body(), wrapped.status)
 
-    @app.exception_handler(RedisError)
-    async def redis_error(request: Request, error: RedisError) -> Response:
-        if queue_unavailable(error):
-            wrapped: TelemetryError = Unavailable(
-                f"the event queue cannot take requests now ({type(error).__name__}); retry later",
-                headers=retry_after,
-            )
-        else:
-            log.error("unexpected Redis error on %s", request.url.path, exc_info=error)
-            wrapped = Internal("internal error")
-        return json_response(wrapped.body(), wrapped.status, wrapped.headers)
+    async def backend_error(request: Request, error: Exception) -> Response:
+        rendered = render_error(error, retry_after_s, request.url.path)
+        if rendered is None:
+            raise error
+        return rendered
 
-    async def database_error(request: Request, error: Exception) -> Response:
-        if database_unavailable(error):
-            wrapped: TelemetryError = Unavailable(
-                f"the database cannot serve now ({type(error).__name__}); retry later",
-                headers=retry_after,
-            )
-        else:
-            log.error("unexpected database error on %s", request.url.path, exc_info=error)
-            wrapped = Internal("internal error")
-        return json_response(wrapped.body(), wrapped.status, wrapped.headers)
+    for kind in (RedisError, asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError):
+        app.add_exception_handler(kind, backend_error)
 
-    for kind in (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError):
-        app.add_exception_handler(kind, database_error)
+
+_BACKEND_ERRORS = (RedisError, asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
+
+
+def render_error(error: BaseException, retry_after_s: int, path: str) -> Response | None:
+    """The answer to a Redis or database error (503 when it cannot serve now, else a logged
+    500); None for any other error."""
+    if not isinstance(error, _BACKEND_ERRORS):
+        return None
+    retry_after = {"Retry-After": str(retry_after_s)}
+    wrapped: TelemetryError
+    if isinstance(error, RedisError) and queue_unavailable(error):
+        wrapped = Unavailable(
+            f"the event queue cannot take requests now ({type(error).__name__}); retry later",
+            headers=retry_after,
+        )
+    elif not isinstance(error, RedisError) and database_unavailable(error):
+        wrapped = Unavailable(
+            f"the database cannot serve now ({type(error).__name__}); retry later",
+            headers=retry_after,
+        )
+    else:
+        log.error("unexpected backend error on %s", path, exc_info=error)
+        wrapped = Internal("internal error")
+    return json_response(wrapped.body(), wrapped.status, wrapped.headers)

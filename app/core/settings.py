@@ -55,6 +55,13 @@ class Settings(BaseSettings):
     max_tags: int = Field(default=64, ge=0)
     max_metrics: int = Field(default=256, ge=1)
 
+    # Group commit: small requests of a tenant arriving within the window share one enqueue
+    # (app/ingest/group.py); GROUP_MAX_EVENTS=1 turns it off.
+    group_window_ms: float = Field(default=1.0, ge=0, le=50)
+    group_max_events: int = Field(default=500, ge=1)
+    # The ingest routes answered by a plain ASGI path before FastAPI's routing (app/ingest/lean.py).
+    lean_ingest: bool = True
+
     # Durability: ingest answers 503 on a queue below this level (app/core/durability.py).
     required_durability: Literal["volatile", "os-buffered", "fsync", "replicated"] = "os-buffered"
     # For demos and tests only: accept on a volatile or evicting queue, with a warning.

@@ -5,12 +5,12 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from app.ingest.admission import Admission
-from app.ingest.enqueue import Enqueuer
+from app.ingest.group import GroupCommit
 
 
-async def _enqueuer(request: Request) -> Enqueuer:
-    enqueuer: Enqueuer = request.app.state.enqueuer
-    return enqueuer
+async def _group(request: Request) -> GroupCommit:
+    group: GroupCommit = request.app.state.group_commit
+    return group
 
 
 async def _gate(request: Request) -> Admission:
@@ -18,5 +18,5 @@ async def _gate(request: Request) -> Admission:
     return gate
 
 
-EnqueuerDep = Annotated[Enqueuer, Depends(_enqueuer)]
+GroupDep = Annotated[GroupCommit, Depends(_group)]
 GateDep = Annotated[Admission, Depends(_gate)]

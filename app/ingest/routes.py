@@ -6,13 +6,11 @@ from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel
 
 from app.core.deps import SettingsDep, TenantDep
-from app.core.errors import InvalidInput, PayloadTooLarge
-from app.core.responses import errors, json_response
+from app.core.responses import errors
 from app.core.settings import Settings
-from app.ingest.body import parse_batch, parse_json, read_body
 from app.ingest.contract import json_schema
-from app.ingest.deps import EnqueuerDep, GateDep
-from app.ingest.service import ingest, limits
+from app.ingest.deps import GateDep, GroupDep
+from app.ingest.service import answer_batch, answer_single, limits
 
 router = APIRouter(tags=["ingest"], responses=errors(400, 413, 422, 429, 503))
 
@@ -50,16 +48,10 @@ class BatchResult(BaseModel):
     openapi_extra={"requestBody": {"required": True, "content": {"application/json": {}}}},
 )
 async def ingest_event(
-    request: Request, settings: SettingsDep, enqueuer: EnqueuerDep, gate: GateDep, tenant: TenantDep
+    request: Request, settings: SettingsDep, group: GroupDep, gate: GateDep, tenant: TenantDep
 ) -> Response:
     """Accept one event; 202 once it is durably enqueued or known as a duplicate."""
-    raw = parse_json(await read_body(request, settings.max_body_bytes))
-    await gate.check()
-    outcome = await ingest(enqueuer, settings, tenant, [raw])
-    result = outcome.results[0]
-    if result["status"] == "rejected":
-        raise InvalidInput(result["reason"].split(": ", 1)[1], field=result["field"])
-    return json_response({"event_id": result["event_id"], "status": result["status"]}, 202)
+    return await answer_single(request, settings, group, gate, tenant)
 
 
 @router.post(
@@ -74,19 +66,10 @@ async def ingest_event(
     },
 )
 async def ingest_batch(
-    request: Request, settings: SettingsDep, enqueuer: EnqueuerDep, gate: GateDep, tenant: TenantDep
+    request: Request, settings: SettingsDep, group: GroupDep, gate: GateDep, tenant: TenantDep
 ) -> Response:
     """Accept a JSON array or NDJSON of events; one result per event, in order."""
-    body = await read_body(request, settings.max_body_bytes)
-    raws = parse_batch(body, request.headers.get("content-type", "application/json"))
-    if len(raws) > settings.max_batch_events:
-        raise PayloadTooLarge(
-            f"holds {len(raws)} events; at most {settings.max_batch_events} are allowed",
-            field="body",
-        )
-    await gate.check()
-    outcome = await ingest(enqueuer, settings, tenant, raws)
-    return json_response(outcome.body(), 202)
+    return await answer_batch(request, settings, group, gate, tenant)
 
 
 def openapi_patch(schema: dict[str, Any], settings: Settings) -> None:

@@ -1,16 +1,21 @@
-"""Ingest: validate a request's events and enqueue the new ones; shared by both routes."""
+"""Ingest: validate a request's events and enqueue the new ones; the two answers, shared by
+the routes and the lean path (app/ingest/lean.py)."""
 
 import time
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
+from fastapi import Request, Response
 
-from app.core.errors import InvalidInput
+from app.core.errors import InvalidInput, PayloadTooLarge
 from app.core.metrics import EVENTS
+from app.core.responses import json_response
 from app.core.settings import Settings
+from app.ingest.admission import Admission
+from app.ingest.body import parse_batch, parse_json, read_body
 from app.ingest.contract import Limits, normalise, raw_event_id
-from app.ingest.enqueue import Enqueuer
+from app.ingest.group import GroupCommit
 
 
 @dataclass(slots=True)
@@ -40,7 +45,7 @@ def limits(settings: Settings) -> Limits:
     )
 
 
-async def ingest(enqueuer: Enqueuer, settings: Settings, tenant: str, raws: list[Any]) -> Outcome:
+async def ingest(group: GroupCommit, settings: Settings, tenant: str, raws: list[Any]) -> Outcome:
     bounds = limits(settings)
     results: list[dict[str, Any]] = []
     positions: list[int] = []
@@ -66,7 +71,7 @@ async def ingest(enqueuer: Enqueuer, settings: Settings, tenant: str, raws: list
         results.append({"index": index, "event_id": event["event_id"], "status": "accepted"})
         keys.append((event["event_id"], event["ts"]))
         payloads.append(orjson.dumps(event))
-    fresh = await enqueuer.enqueue(tenant, keys, payloads, settings.dedupe_window_s)
+    fresh = await group.enqueue(tenant, keys, payloads)
     duplicate = 0
     for position, is_new in zip(positions, fresh, strict=True):
         if not is_new:
@@ -77,3 +82,48 @@ async def ingest(enqueuer: Enqueuer, settings: Settings, tenant: str, raws: list
     EVENTS.labels("duplicate").inc(duplicate)
     EVENTS.labels("rejected").inc(rejected)
     return Outcome(results, accepted, duplicate, rejected)
+
+
+async def answer_single(
+    request: Request, settings: Settings, group: GroupCommit, gate: Admission, tenant: str
+) -> Response:
+    """POST /v1/events: one event; 202 once it is durably enqueued or known as a duplicate."""
+    raw = parse_json(await read_body(request, settings.max_body_bytes))
+    await gate.check()
+    outcome = await ingest(group, settings, tenant, [raw])
+    result = outcome.results[0]
+    if result["status"] == "rejected":
+        raise InvalidInput(result["reason"].split(": ", 1)[1], field=result["field"])
+    if result["status"] == "accepted":
+        return _ANSWER.single_accepted(result["event_id"])
+    return json_response({"event_id": result["event_id"], "status": result["status"]}, 202)
+
+
+async def answer_batch(
+    request: Request, settings: Settings, group: GroupCommit, gate: Admission, tenant: str
+) -> Response:
+    """POST /v1/events/batch: a JSON array or NDJSON; one result per event, in order."""
+    body = await read_body(request, settings.max_body_bytes)
+    raws = parse_batch(body, request.headers.get("content-type", "application/json"))
+    if len(raws) > settings.max_batch_events:
+        raise PayloadTooLarge(
+            f"holds {len(raws)} events; at most {settings.max_batch_events} are allowed",
+            field="body",
+        )
+    await gate.check()
+    outcome = await ingest(group, settings, tenant, raws)
+    return json_response(outcome.body(), 202)
+
+
+class _Answers:
+    """The common answer pre-encoded around the id: no dict, no encoder call per request."""
+
+    _head = b'{"event_id":'
+    _tail = b',"status":"accepted"}'
+
+    def single_accepted(self, event_id: str) -> Response:
+        body = self._head + orjson.dumps(event_id) + self._tail
+        return Response(body, status_code=202, media_type="application/json")
+
+
+_ANSWER = _Answers()

@@ -70,7 +70,8 @@ def launcher(database_url: str, redis_server: StartRedis, tmp_path: Path) -> Ite
     try:
         until(lambda: running.answers() or process.poll() is not None, 60, "API answering")
         assert process.poll() is None, running.output()
-        until(lambda: len(dev.read_status(state)) == 3, 20, "three programs reported")
+        # The API, two workers and the forecaster.
+        until(lambda: len(dev.read_status(state)) == 4, 20, "four programs reported")
         yield running
     finally:
         if process.poll() is None:
