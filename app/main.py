@@ -5,6 +5,7 @@ from contextlib import asynccontextmanager, suppress
 
 from fastapi import Depends, FastAPI
 from redis.exceptions import RedisError
+from starlette.types import Receive, Scope, Send
 
 from app.alerts import routes as alerts
 from app.alerts.fanout import AlertFanout
@@ -18,14 +19,25 @@ from app.core.settings import Settings, get_settings
 from app.core.streams import EventStream
 from app.generator import routes as generator
 from app.health import routes as health
+from app.ingest import lean
 from app.ingest import routes as ingest
 from app.ingest.admission import Admission, DurabilityGate
 from app.ingest.backpressure import BacklogGate
 from app.ingest.enqueue import Enqueuer
 from app.ingest.group import GroupCommit
-from app.ingest.lean import LeanIngest
 from app.reads import routes as reads
 from app.reads.cache import ReadCache
+
+
+class App(FastAPI):
+    """FastAPI, with the ingest routes answered ahead of it (app/ingest/lean.py)."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        state = self.state
+        if lean.handles(scope) and getattr(state, "settings", None) and state.settings.lean_ingest:
+            await lean.serve(state, scope, receive, send)
+            return
+        await super().__call__(scope, receive, send)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -101,7 +113,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await app.state.redis.aclose()
             await app.state.pool.close()
 
-    app = FastAPI(
+    app = App(
         title="Telemetry",
         version="0.1.0",
         lifespan=lifespan,
@@ -113,7 +125,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(alerts.router)
     app.include_router(generator.router)
     install_handlers(app, settings.retry_after_s)
-    app.add_middleware(LeanIngest)
     install_openapi(app, settings, [ingest.openapi_patch])
     return app
 

@@ -69,11 +69,19 @@ def worker(index: int, metrics_base: int) -> Program:
     return Program(name, [PY, "-m", "workers", "--name", name, "--metrics-port", str(metrics)])
 
 
+def default_api_processes() -> int:
+    """Half the cores: the API shares the box with PostgreSQL, Redis and the workers, and on
+    this 2-core box one process stored more single events than two
+    (docs/ingest-single.md)."""
+    return max(1, (os.cpu_count() or 1) // 2)
+
+
 def programs(args: argparse.Namespace) -> list[Program]:
-    """Everything `make run` supervises, one line per program. API processes by core count
-    would be `"--workers", str(k)` on the API's line (uvicorn forks them; stopasgroup stops
-    them with it)."""
+    """Everything `make run` supervises, one line per program. The API's processes are
+    uvicorn's `--workers` (it forks and restarts them; stopasgroup stops them with it)."""
     api = ["app.main:app", "--host", args.host, "--port", str(args.port), "--no-access-log"]
+    if args.api_processes > 1:
+        api += ["--workers", str(args.api_processes)]
     # Next to the API's port unless told otherwise (8000 -> 8001), so a second stack on
     # other ports does not collide with the first one's forecaster.
     forecast_port = args.forecast_port or args.port + 1
@@ -318,6 +326,12 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--workers", type=int, default=int(os.environ.get("WORKERS", "2")))
+    parser.add_argument(
+        "--api-processes",
+        type=int,
+        default=int(os.environ.get("API_PROCESSES", str(default_api_processes()))),
+        help="uvicorn processes for the API (default: half the cores, at least one)",
+    )
     parser.add_argument("--host", default=os.environ.get("API_HOST", "127.0.0.1"))
     parser.add_argument("--port", type=int, default=int(os.environ.get("API_PORT", "8000")))
     parser.add_argument(

@@ -8,9 +8,10 @@ from pydantic import BaseModel
 from app.core.deps import SettingsDep, TenantDep
 from app.core.responses import errors
 from app.core.settings import Settings
+from app.ingest.body import read_body
 from app.ingest.contract import json_schema
 from app.ingest.deps import GateDep, GroupDep
-from app.ingest.service import answer_batch, answer_single, limits
+from app.ingest.service import Answer, answer_batch, answer_single, limits
 
 router = APIRouter(tags=["ingest"], responses=errors(400, 413, 422, 429, 503))
 
@@ -51,7 +52,8 @@ async def ingest_event(
     request: Request, settings: SettingsDep, group: GroupDep, gate: GateDep, tenant: TenantDep
 ) -> Response:
     """Accept one event; 202 once it is durably enqueued or known as a duplicate."""
-    return await answer_single(request, settings, group, gate, tenant)
+    body = await read_body(request, settings.max_body_bytes)
+    return _response(await answer_single(body, settings, group, gate, tenant))
 
 
 @router.post(
@@ -69,7 +71,13 @@ async def ingest_batch(
     request: Request, settings: SettingsDep, group: GroupDep, gate: GateDep, tenant: TenantDep
 ) -> Response:
     """Accept a JSON array or NDJSON of events; one result per event, in order."""
-    return await answer_batch(request, settings, group, gate, tenant)
+    body = await read_body(request, settings.max_body_bytes)
+    content_type = request.headers.get("content-type", "application/json")
+    return _response(await answer_batch(body, content_type, settings, group, gate, tenant))
+
+
+def _response(answer: Answer) -> Response:
+    return Response(answer.body, status_code=answer.status, media_type="application/json")
 
 
 def openapi_patch(schema: dict[str, Any], settings: Settings) -> None:
