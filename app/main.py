@@ -10,6 +10,7 @@ from starlette.types import Receive, Scope, Send
 from app.alerts import routes as alerts
 from app.alerts.fanout import AlertFanout
 from app.alerts.state import AlertStream
+from app.auth.service import create_tenants
 from app.core.database import create_pool
 from app.core.errors import install_handlers, queue_unavailable
 from app.core.openapi import install_openapi
@@ -25,6 +26,7 @@ from app.ingest.admission import Admission, DurabilityGate
 from app.ingest.backpressure import BacklogGate
 from app.ingest.enqueue import Enqueuer
 from app.ingest.group import GroupCommit
+from app.ingest.ratelimit import TenantLimiter
 from app.reads import routes as reads
 from app.reads.cache import ReadCache
 
@@ -77,7 +79,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             interval_s=settings.durability_check_interval_s,
             retry_after_s=settings.retry_after_s,
         )
-        app.state.gate = Admission(durability, backlog)
+        limiter = TenantLimiter(settings.tenant_rate_eps, settings.tenant_burst)
+        app.state.gate = Admission(durability, backlog, limiter)
+        app.state.tenants = create_tenants(settings, app.state.pool)
         with suppress(RedisError, OSError):
             # Read at start so the level is logged (and a refusal warned) before traffic.
             await durability.current()

@@ -14,6 +14,7 @@ from fastapi import Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from app.alerts.state import AlertStream
+from app.auth.service import create_tenants
 from app.core.database import create_pool
 from app.core.errors import install_handlers
 from app.core.params import check_request_params
@@ -42,6 +43,8 @@ def create_app(
         app.state.settings = settings
         app.state.pool = await create_pool(settings, application_name="telemetry-forecast")
         app.state.redis = create_redis(settings)
+        # The API's own notion of the caller: the same keys, the same tenant.
+        app.state.tenants = create_tenants(settings, app.state.pool)
         owned = training is None
         pool = training or TrainingPool(
             settings.forecast_workers,

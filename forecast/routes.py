@@ -14,7 +14,7 @@ from forecast import schemas, service
 from forecast.deps import PredictedAlertsDep, PredictorDep, TrainingDep
 from forecast.params import parse_horizon, parse_step, target, training_window
 
-router = APIRouter(tags=["forecast"], responses=errors(404, 422, 503))
+router = APIRouter(tags=["forecast"], responses=errors(401, 403, 404, 422, 503))
 
 SensorId = Annotated[str | None, Query(min_length=1, max_length=128, description="a device")]
 DeviceId = Annotated[str | None, Query(min_length=1, max_length=128, description="= sensor_id")]

@@ -69,6 +69,23 @@ def worker(index: int, metrics_base: int) -> Program:
     return Program(name, [PY, "-m", "workers", "--name", name, "--metrics-port", str(metrics)])
 
 
+LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+
+
+def configure_auth(host: str) -> None:
+    """Keys unless told otherwise, but a stack on a loopback address with AUTH_DISABLED not
+    set runs without them, so the seed walkthroughs' curl commands work as written; any
+    other bind keeps keys required (create one with `python -m scripts.keys create`)."""
+    if "AUTH_DISABLED" in os.environ:
+        return
+    loopback = host in LOOPBACK
+    os.environ["AUTH_DISABLED"] = "true" if loopback else "false"
+    if loopback:
+        print("dev: no API keys on this loopback stack (AUTH_DISABLED=true)", file=sys.stderr)
+    else:
+        print(f"dev: API keys required on {host} (python -m scripts.keys create)", file=sys.stderr)
+
+
 def default_api_processes() -> int:
     """Half the cores: the API shares the box with PostgreSQL, Redis and the workers, and on
     this 2-core box one process stored more single events than two
@@ -378,6 +395,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, stop)
     started = services.up(switch_redis=True, private_redis_port=args.private_redis_port)
     os.environ["REDIS_URL"] = started.redis_url  # supervisord, so every program, inherits it
+    configure_auth(args.host)
     code = 0
     try:
         try:

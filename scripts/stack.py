@@ -118,7 +118,14 @@ class Stack:
         child = Child(
             name,
             args,
-            {**os.environ, "LOG_LEVEL": "WARNING", **self.env, **(env or {})},
+            # The tools' stacks name tenants in X-Tenant-ID, as a gateway in front would.
+            {
+                **os.environ,
+                "LOG_LEVEL": "WARNING",
+                "TRUSTED_TENANT_HEADER": "true",
+                **self.env,
+                **(env or {}),
+            },  # fmt: skip
             self.workdir / f"{name}.log",
         )
         self.children.append(child)

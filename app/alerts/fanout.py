@@ -79,6 +79,9 @@ class AlertFanout:
                 await self._task
             self._task = None
 
+    def clients_of(self, tenant: str) -> int:
+        return sum(1 for sub in self._subscriptions if sub.tenant == tenant)
+
     def subscribe(
         self,
         tenant: str,

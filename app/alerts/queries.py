@@ -118,6 +118,13 @@ ORDER BY rule_id
 """
 
 
+async def count_rules(conn: asyncpg.Connection, tenant: str) -> int:
+    count: int = await conn.fetchval(
+        "SELECT count(*) FROM alert_rules WHERE tenant_id = $1 AND deleted_at IS NULL", tenant
+    )
+    return count
+
+
 async def _bump_version(conn: asyncpg.Connection, tenant: str) -> int:
     version: int = await conn.fetchval(BUMP_VERSION, tenant)
     return version

@@ -22,7 +22,7 @@ from app.alerts.rules import (
 )
 from app.core.database import transaction
 from app.core.deps import ConnectionDep, PoolDep, RedisDep, SettingsDep, TenantDep
-from app.core.errors import InvalidInput, NotFound
+from app.core.errors import InvalidInput, LimitReached, NotFound
 from app.core.params import check_param, parse_optional_time
 from app.core.responses import errors, json_response
 from app.core.settings import Settings
@@ -30,7 +30,7 @@ from app.core.timeparse import DURATION_PATTERN, parse_duration
 
 log = logging.getLogger("app.alerts")
 
-router = APIRouter(tags=["alerts"], responses=errors(404, 422, 503))
+router = APIRouter(tags=["alerts"], responses=errors(401, 403, 404, 422, 429, 503))
 
 
 def _text(value: str) -> str:
@@ -155,6 +155,12 @@ async def create_alert(
         "forecast": forecast,
     }
     async with transaction(pool) as conn:
+        if await model.count_rules(conn, tenant) >= settings.tenant_max_rules:
+            raise LimitReached(
+                f"the tenant has {settings.tenant_max_rules} alert rules, its limit; delete "
+                "some first",
+                field="rule",
+            )
         rule = await model.create_rule(conn, tenant, fields)
     # Published after the commit: a worker never holds a rule that was rolled back.
     await _publish(redis, settings, rule)
@@ -180,6 +186,12 @@ async def stream_alerts(
     last_event_id: Annotated[str | None, Header(max_length=64)] = None,
 ) -> EventSourceResponse:
     """Stream alert transitions as server-sent events; resume with Last-Event-ID."""
+    if fanout.clients_of(tenant) >= settings.tenant_max_sse:
+        raise LimitReached(
+            f"the tenant has {settings.tenant_max_sse} alert streams open, its limit",
+            field="stream",
+            headers={"Retry-After": str(settings.retry_after_s)},
+        )
     feed = AlertFeed(
         fanout,
         alert_stream,

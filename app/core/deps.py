@@ -12,7 +12,7 @@ from fastapi import Depends, Header, Request
 from redis.asyncio import Redis
 
 from app.core.settings import Settings
-from app.core.tenancy import MAX_TENANT_LENGTH, tenant_of
+from app.core.tenancy import Identity, Tenants
 
 
 async def _settings(request: Request) -> Settings:
@@ -39,13 +39,20 @@ async def _connection(request: Request) -> AsyncIterator[asyncpg.Connection]:
 SettingsDep = Annotated[Settings, Depends(_settings)]
 
 
-async def _tenant(
+async def _identity(
     request: Request,
-    settings: SettingsDep,
-    # Declared for the OpenAPI document; tenant_of reads it from the headers.
-    x_tenant_id: Annotated[str | None, Header(max_length=MAX_TENANT_LENGTH)] = None,
-) -> str:
-    return tenant_of(request.headers, settings)
+    # Declared for the OpenAPI document; the app's Tenants reads the headers itself.
+    x_api_key: Annotated[str | None, Header()] = None,
+) -> Identity:
+    tenants: Tenants = request.app.state.tenants
+    return await tenants.identify(request.headers)
+
+
+IdentityDep = Annotated[Identity, Depends(_identity)]
+
+
+async def _tenant(identity: IdentityDep) -> str:
+    return identity.tenant
 
 
 RedisDep = Annotated[Redis, Depends(_redis)]

@@ -60,6 +60,23 @@ class PayloadTooLarge(TelemetryError):
     code = "payload_too_large"
 
 
+class Unauthorized(TelemetryError):
+    status = 401
+    code = "unauthorized"
+
+
+class Forbidden(TelemetryError):
+    status = 403
+    code = "forbidden"
+
+
+class LimitReached(TelemetryError):
+    """A per-tenant limit (SSE connections, alert rules) is reached."""
+
+    status = 429
+    code = "limit_reached"
+
+
 class Backpressure(TelemetryError):
     status = 429
     code = "backlog_full"

@@ -73,3 +73,6 @@ ALERT_EVAL_FAILURES = Counter(
 QUEUE_DURABILITY = Gauge(
     "telemetry_queue_durability", "1 for the queue's current durability level", ["level"]
 )
+TENANT_LIMITED = Counter(
+    "telemetry_tenant_rate_limited_total", "Ingest requests refused for a tenant's rate", ["tenant"]
+)

@@ -42,6 +42,8 @@ def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI `responses` for the error statuses a router's routes can answer."""
     described = {
         400: "malformed request body",
+        401: "no API key, or an unknown one",
+        403: "the API key is revoked or expired",
         404: "not found",
         409: "conflict",
         413: "request too large",

@@ -44,6 +44,19 @@ class Settings(BaseSettings):
     dedupe_prefix: str = "telemetry:seen"
     dedupe_window_s: int = Field(default=24 * 3600, ge=1)
 
+    # Who the caller is (app/core/tenancy.py): API keys unless one of these is set.
+    auth_disabled: bool = False
+    trusted_tenant_header: bool = False
+    api_key_pepper: str = ""
+    key_cache_ttl_s: float = Field(default=30.0, gt=0)
+    key_cache_entries: int = Field(default=10_000, ge=1)
+    # Fairness: each tenant's ingest, events/s with a burst (per API process; a key may set
+    # its own), SSE connections and alert rules.
+    tenant_rate_eps: float = Field(default=20_000.0, gt=0)
+    tenant_burst: float = Field(default=40_000.0, gt=0)
+    tenant_max_sse: int = Field(default=50, ge=1)
+    tenant_max_rules: int = Field(default=1000, ge=1)
+
     # Ingest validation.
     default_tenant: str = "default"
     max_batch_events: int = Field(default=5000, ge=1)

@@ -6,7 +6,7 @@ from app.core.deps import RedisDep, SettingsDep, TenantDep
 from app.core.responses import errors
 from app.generator.config import GeneratorConfig, load_config, save_config
 
-router = APIRouter(tags=["generator"], responses=errors(422, 503))
+router = APIRouter(tags=["generator"], responses=errors(401, 403, 422, 503))
 
 
 @router.get("/v1/generator/config", response_model=GeneratorConfig)

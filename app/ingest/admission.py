@@ -14,7 +14,9 @@ from redis.asyncio import Redis
 from app.core.durability import Durability, Level, probe
 from app.core.errors import Unavailable
 from app.core.metrics import QUEUE_DURABILITY
+from app.core.tenancy import Identity
 from app.ingest.backpressure import BacklogGate
+from app.ingest.ratelimit import TenantLimiter
 
 log = logging.getLogger("app.ingest")
 
@@ -78,12 +80,17 @@ class DurabilityGate:
 
 
 class Admission:
-    """The checks ingest runs before accepting: durability first, then backpressure."""
+    """The checks ingest runs before accepting: durability, the tenant's own rate (so one
+    tenant flooding meets its limit before the shared backlog fills), then backpressure."""
 
-    def __init__(self, durability: DurabilityGate, backlog: BacklogGate) -> None:
+    def __init__(
+        self, durability: DurabilityGate, backlog: BacklogGate, limiter: TenantLimiter
+    ) -> None:
         self.durability = durability
         self.backlog = backlog
+        self.limiter = limiter
 
-    async def check(self) -> None:
+    async def check(self, identity: Identity, events: int) -> None:
         await self.durability.check()
+        self.limiter.take(identity, events)
         await self.backlog.check()

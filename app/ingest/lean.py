@@ -16,7 +16,6 @@ from starlette.types import Receive, Scope, Send
 
 from app.core.errors import Internal, TelemetryError, render_error
 from app.core.responses import dumps
-from app.core.tenancy import tenant_of
 from app.ingest.body import read_asgi_body
 from app.ingest.service import Answer, answer_batch, answer_single
 
@@ -36,14 +35,14 @@ async def serve(state: Any, scope: Scope, receive: Receive, send: Send) -> None:
     headers = {key.decode("latin-1"): value.decode("latin-1") for key, value in scope["headers"]}
     extra: dict[str, str] = {}
     try:
-        tenant = tenant_of(headers, settings)
+        identity = await state.tenants.identify(headers)
         body = await read_asgi_body(receive, headers.get("content-length"), settings.max_body_bytes)
         if scope["path"] == PATHS[0]:
-            answer = await answer_single(body, settings, state.group_commit, state.gate, tenant)
+            answer = await answer_single(body, settings, state.group_commit, state.gate, identity)
         else:
             content_type = headers.get("content-type", "application/json")
             answer = await answer_batch(
-                body, content_type, settings, state.group_commit, state.gate, tenant
+                body, content_type, settings, state.group_commit, state.gate, identity
             )
     except TelemetryError as error:
         answer, extra = Answer(error.status, dumps(error.body())), error.headers

@@ -5,7 +5,7 @@ from typing import Any, Literal
 from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel
 
-from app.core.deps import SettingsDep, TenantDep
+from app.core.deps import IdentityDep, SettingsDep
 from app.core.responses import errors
 from app.core.settings import Settings
 from app.ingest.body import read_body
@@ -13,7 +13,7 @@ from app.ingest.contract import json_schema
 from app.ingest.deps import GateDep, GroupDep
 from app.ingest.service import Answer, answer_batch, answer_single, limits
 
-router = APIRouter(tags=["ingest"], responses=errors(400, 413, 422, 429, 503))
+router = APIRouter(tags=["ingest"], responses=errors(400, 401, 403, 413, 422, 429, 503))
 
 EVENT_EXAMPLE = {
     "event_id": "e001",
@@ -49,11 +49,11 @@ class BatchResult(BaseModel):
     openapi_extra={"requestBody": {"required": True, "content": {"application/json": {}}}},
 )
 async def ingest_event(
-    request: Request, settings: SettingsDep, group: GroupDep, gate: GateDep, tenant: TenantDep
+    request: Request, settings: SettingsDep, group: GroupDep, gate: GateDep, identity: IdentityDep
 ) -> Response:
     """Accept one event; 202 once it is durably enqueued or known as a duplicate."""
     body = await read_body(request, settings.max_body_bytes)
-    return _response(await answer_single(body, settings, group, gate, tenant))
+    return _response(await answer_single(body, settings, group, gate, identity))
 
 
 @router.post(
@@ -68,12 +68,12 @@ async def ingest_event(
     },
 )
 async def ingest_batch(
-    request: Request, settings: SettingsDep, group: GroupDep, gate: GateDep, tenant: TenantDep
+    request: Request, settings: SettingsDep, group: GroupDep, gate: GateDep, identity: IdentityDep
 ) -> Response:
     """Accept a JSON array or NDJSON of events; one result per event, in order."""
     body = await read_body(request, settings.max_body_bytes)
     content_type = request.headers.get("content-type", "application/json")
-    return _response(await answer_batch(body, content_type, settings, group, gate, tenant))
+    return _response(await answer_batch(body, content_type, settings, group, gate, identity))
 
 
 def _response(answer: Answer) -> Response:

@@ -11,6 +11,7 @@ from app.core.errors import InvalidInput, PayloadTooLarge
 from app.core.metrics import EVENTS
 from app.core.responses import dumps
 from app.core.settings import Settings
+from app.core.tenancy import Identity
 from app.ingest.admission import Admission
 from app.ingest.body import parse_batch, parse_json
 from app.ingest.contract import Limits, normalise, raw_event_id
@@ -99,12 +100,12 @@ _ACCEPTED_TAIL = b',"status":"accepted"}'
 
 
 async def answer_single(
-    body: bytes, settings: Settings, group: GroupCommit, gate: Admission, tenant: str
+    body: bytes, settings: Settings, group: GroupCommit, gate: Admission, identity: Identity
 ) -> Answer:
     """POST /v1/events: one event; 202 once it is durably enqueued or known as a duplicate."""
     raw = parse_json(body)
-    await gate.check()
-    outcome = await ingest(group, settings, tenant, [raw])
+    await gate.check(identity, 1)
+    outcome = await ingest(group, settings, identity.tenant, [raw])
     result = outcome.results[0]
     if result["status"] == "rejected":
         raise InvalidInput(result["reason"].split(": ", 1)[1], field=result["field"])
@@ -120,7 +121,7 @@ async def answer_batch(
     settings: Settings,
     group: GroupCommit,
     gate: Admission,
-    tenant: str,
+    identity: Identity,
 ) -> Answer:
     """POST /v1/events/batch: a JSON array or NDJSON; one result per event, in order."""
     raws = parse_batch(body, content_type)
@@ -129,6 +130,6 @@ async def answer_batch(
             f"holds {len(raws)} events; at most {settings.max_batch_events} are allowed",
             field="body",
         )
-    await gate.check()
-    outcome = await ingest(group, settings, tenant, raws)
+    await gate.check(identity, len(raws))
+    outcome = await ingest(group, settings, identity.tenant, raws)
     return Answer(202, dumps(outcome.body()))

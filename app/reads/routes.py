@@ -23,7 +23,7 @@ from app.reads.aggregates import Scope, Selection
 from app.reads.deps import CacheDep
 from app.reads.queries import EventRow
 
-router = APIRouter(tags=["reads"], responses=errors(404, 422, 503))
+router = APIRouter(tags=["reads"], responses=errors(401, 403, 404, 422, 503))
 
 
 MINUTE_US = 60 * US
