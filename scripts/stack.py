@@ -125,7 +125,7 @@ class Stack:
                 "TRUSTED_TENANT_HEADER": "true",
                 **self.env,
                 **(env or {}),
-            },  # fmt: skip
+            },
             self.workdir / f"{name}.log",
         )
         self.children.append(child)
