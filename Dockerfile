@@ -19,6 +19,8 @@ RUN mkdir -p app workers forecast \
 COPY app ./app
 COPY workers ./workers
 COPY forecast ./forecast
+# For `python -m scripts.keys` inside the container (the other tools need the tools extra).
+COPY scripts ./scripts
 COPY migrations ./migrations
 COPY alembic.ini ./
 RUN pip install --no-cache-dir --no-deps . && rm -rf build *.egg-info
