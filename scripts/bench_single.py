@@ -7,6 +7,11 @@ Stored events/s counts what the workers stored, until the stream group is draine
 load plus the drain. The steps: the FastAPI route alone; + the lean ASGI path; + group commit;
 + API processes by core count; then the group window against latency.
 
+With `--ratio` it measures instead the stored rate of batches (`--per-request`, default 100)
+against a raw COPY of the very rows stored into empty copies of the same tables (plain
+PostgreSQL, and TimescaleDB when `--timescale-url` is given), `--repeat` times, and prints
+the median and the spread.
+
 With `--seed004 DIR` (a checkout of YashRaj1506/TSQS, never committed here) and
 `--seed004-python PY` (a Python with its requirements), the same load runs against it,
 started as its README says but on a local database; its stored rows are counted the same way.
@@ -18,6 +23,7 @@ import json
 import os
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import time
@@ -32,6 +38,7 @@ from redis.asyncio import Redis
 from app.core.settings import dsn, get_settings
 from app.core.streams import EventStream
 from scripts.schema import recreate
+from scripts.sql.bench import copy_events, copy_readings
 from scripts.stack import Child, Stack, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -88,9 +95,14 @@ async def drained(redis: Redis, stream: EventStream, deadline_s: float = 600) ->
 
 
 async def ours(
-    args: argparse.Namespace, label: str, per_request: int, processes: int, env: dict[str, str]
+    args: argparse.Namespace,
+    label: str,
+    per_request: int,
+    processes: int,
+    env: dict[str, str],
+    url: str | None = None,
 ) -> Run:
-    url = database_url("telemetry_bench_single")
+    url = url or database_url("telemetry_bench_single")
     await asyncio.to_thread(recreate, url)
     workdir = RESULTS / "bench_single" / re.sub(r"\W+", "-", label).strip("-")
     shutil.rmtree(workdir, ignore_errors=True)
@@ -184,6 +196,54 @@ async def wait_http_any(child: Child, seconds: float = 60) -> None:
             except httpx.TransportError:
                 await asyncio.sleep(0.2)
     raise RuntimeError("seed-004 did not answer")
+
+
+async def raw_copy_rate(stored_url: str, empty_url: str) -> float:
+    """Events/s of a raw COPY of the rows the run stored into empty copies of the same
+    tables (a database migrated the same way: same indexes, hypertables on TimescaleDB)."""
+    await asyncio.to_thread(recreate, empty_url)
+    source = await asyncpg.connect(dsn(stored_url))
+    target = await asyncpg.connect(dsn(empty_url))
+    try:
+        events = await source.fetch(
+            "SELECT tenant_id, device_id, ts, event_id, site_id, metrics::text, tags, seq"
+            " FROM events ORDER BY tenant_id, device_id, ts"
+        )
+        readings = await source.fetch(
+            "SELECT tenant_id, device_id, metric, ts, site_id, value, seq FROM readings"
+            " ORDER BY tenant_id, device_id, metric, ts"
+        )
+        event_rows = [tuple(r) for r in events]
+        reading_rows = [tuple(r) for r in readings]
+        started = time.perf_counter()
+        await copy_events(target, event_rows)
+        await copy_readings(target, reading_rows)
+        elapsed = time.perf_counter() - started
+    finally:
+        await source.close()
+        await target.close()
+    return len(event_rows) / elapsed
+
+
+async def ratio(args: argparse.Namespace) -> list[dict[str, float]]:
+    """Stored rate over the raw COPY of the same rows, repeated: batches of
+    `--per-request` events, everything on (lean path, group commit, COPY fast path)."""
+    out = []
+    for database in ["plain"] + (["timescale"] if args.timescale_url else []):
+        base = args.timescale_url.rsplit("/", 1)[0] if database == "timescale" else None
+        url = f"{base}/telemetry_bench_single" if base else database_url("telemetry_bench_single")
+        empty = f"{base}/telemetry_bench_raw" if base else database_url("telemetry_bench_raw")
+        for repeat in range(args.repeat):
+            run = await ours(args, f"{database} ratio {repeat}", args.per_request, 1, {}, url)
+            raw = await raw_copy_rate(url, empty)
+            row = {"database": database, "stored_s": run.stored_s, "raw_copy_s": raw,
+                   "ratio": run.stored_s / raw, "drain_s": run.extra["drain_s"]}  # fmt: skip
+            print(json.dumps(row), flush=True)
+            out.append(row)
+        ratios = sorted(r["ratio"] for r in out if r["database"] == database)
+        print(f"{database}: stored / raw COPY median {statistics.median(ratios):.2f} "
+              f"(spread {ratios[0]:.2f}-{ratios[-1]:.2f})", flush=True)  # fmt: skip
+    return out
 
 
 async def main(args: argparse.Namespace) -> list[Run]:
