@@ -68,13 +68,13 @@ export function App() {
 
 function Dashboard({ api, config, onSignOut }: { api: Api; config: UiConfig; onSignOut: () => void }) {
   const [target, setTarget] = useState<Target | null>(null);
-  const [metric, setMetric] = useState<string>(config.metrics[0] ?? "");
+  const [metric, setMetric] = useState<string>("");
   const [range, setRange] = useState<TimeRange>({ fromMs: 0, toMs: 0, preset: "1h" });
   const resolved = resolveRange(range);
   const intervals = config.intervals.length ? config.intervals : DEFAULT_INTERVALS;
   const choice = chooseInterval(resolved.fromMs, resolved.toMs, config.max_points, intervals);
   const metrics = useMemo(
-    () => [...new Set([...(target?.metrics ?? []), ...config.metrics])].sort(),
+    () => [...new Set([...(target?.metrics ?? []), ...(config.metrics ?? [])])].sort(),
     [target, config.metrics],
   );
   const chooseTarget = (t: Target) => {
@@ -82,7 +82,7 @@ function Dashboard({ api, config, onSignOut }: { api: Api; config: UiConfig; onS
     if (t.metrics.length && !t.metrics.includes(metric)) setMetric(t.metrics.includes("power_w") ? "power_w" : t.metrics[0]);
   };
   useEffect(() => {
-    if (!metric && metrics.length) setMetric(metrics[0]);
+    if (!metric && metrics.length) setMetric(metrics.includes("power_w") ? "power_w" : metrics[0]);
   }, [metric, metrics]);
   const site = target ? (target.kind === "site" ? target.id : target.siteId) : null;
 
@@ -122,12 +122,12 @@ function Dashboard({ api, config, onSignOut }: { api: Api; config: UiConfig; onS
           {target && metric && (
             <>
               <AggregatePanel api={api} target={target} metric={metric} range={range} choice={choice} />
-              <ForecastPanel api={api} target={target} metric={metric} available={config.forecast.available} />
+              <ForecastPanel api={api} target={target} metric={metric} available={config.forecast?.available ?? false} />
               {target.kind === "device" && <DeviceCard api={api} deviceId={target.id} />}
             </>
           )}
           <EnergyPanel api={api} site={site} range={range} maxPoints={config.max_points} intervals={intervals} />
-          <StatusTable api={api} target={target} onTarget={chooseTarget} />
+          <StatusTable api={api} target={target} onTarget={chooseTarget} metric={metric} />
         </div>
         <aside className="side-column">
           <AlertFeed apiKey={api.key} />

@@ -84,9 +84,11 @@ export class Api {
 
 export interface UiConfig {
   auth: "disabled" | "key";
+  /** Whether the key sent (if any) was accepted; the tenant's fields are null otherwise. */
+  authenticated?: boolean;
   tenant: string | null;
-  metrics: string[];
-  forecast: { available: boolean };
+  metrics: string[] | null;
+  forecast: { available: boolean } | null;
   max_points: number;
   intervals: string[];
 }
@@ -106,9 +108,11 @@ export interface SiteRow {
 export interface Pipeline {
   as_of: string;
   ingest_rate_per_s: number | null;
-  stream: { length: number; backlog: number; oldest_pending_age_s: number | null };
+  ingest_rate_window_s?: number;
+  stream: { name?: string; length: number; backlog: number; oldest_pending_age_s: number | null };
   consumers: { name: string; pending: number; idle_ms: number }[];
   dead_letters: number;
   rollup_watermark_lag_s: number | null;
-  workers: unknown[];
+  database?: string;
+  workers: { name: string; status: string }[];
 }

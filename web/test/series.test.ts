@@ -1,4 +1,5 @@
 import { describe, expect, it } from "vitest";
+import { metricColumns } from "../src/components/Status";
 import { type Bucket, aggregateColumns, countPoints, energyColumns, forecastColumns } from "../src/lib/series";
 
 const bucket = (start: string, avg: number, min = avg - 1, max = avg + 1): Bucket => ({
@@ -100,5 +101,14 @@ describe("energyColumns", () => {
       [120, 240],
       [1, 4],
     ]);
+  });
+});
+
+describe("metricColumns", () => {
+  const row = (device_id: string, metrics: Record<string, number>) => ({ device_id, site_id: null, last_ts: null, metrics });
+  it("puts the chosen metric first, then the most reported", () => {
+    const devices = [row("a", { temp: 1, power_w: 2 }), row("b", { power_w: 3, cpu: 1 }), row("c", { power_w: 1, temp: 2 })];
+    expect(metricColumns(devices, "cpu")).toEqual(["cpu", "power_w", "temp"]);
+    expect(metricColumns(devices, "absent", 2)).toEqual(["power_w", "temp"]);
   });
 });

@@ -1,8 +1,8 @@
-import { type FormEvent, useState } from "react";
+import { type FormEvent, useEffect, useState } from "react";
 import type { Api, DeviceRow, SiteRow } from "../api";
 import { useDebounced, useResource } from "../hooks";
 import { ErrorMessage } from "./Common";
-import { type IntervalChoice, PRESETS, type Preset, type TimeRange } from "../lib/interval";
+import { type IntervalChoice, PRESETS, type Preset, type TimeRange, resolveRange } from "../lib/interval";
 import { fromLocalInput, toLocalInput } from "../lib/time";
 
 export interface Target {
@@ -121,9 +121,15 @@ function TargetPicker({
 }
 
 function RangePicker({ range, onRange }: { range: TimeRange; onRange: (r: TimeRange) => void }) {
-  const [from, setFrom] = useState(toLocalInput(range.fromMs));
-  const [to, setTo] = useState(toLocalInput(range.toMs));
+  const [from, setFrom] = useState("");
+  const [to, setTo] = useState("");
   const [problem, setProblem] = useState<string | null>(null);
+  // The custom fields start from the range shown, and follow each preset chosen.
+  useEffect(() => {
+    const shown = resolveRange(range);
+    setFrom(toLocalInput(shown.fromMs));
+    setTo(toLocalInput(shown.toMs));
+  }, [range]);
   const apply = (event: FormEvent) => {
     event.preventDefault();
     const lo = fromLocalInput(from);
@@ -151,11 +157,11 @@ function RangePicker({ range, onRange }: { range: TimeRange; onRange: (r: TimeRa
         ))}
       </div>
       <form className="custom" onSubmit={apply} aria-label="Custom range">
-        <label>
+        <label title="in your time zone">
           from{" "}
           <input type="datetime-local" value={from} onChange={(e) => setFrom(e.target.value)} data-testid="range-from" />
         </label>
-        <label>
+        <label title="in your time zone">
           to{" "}
           <input type="datetime-local" value={to} onChange={(e) => setTo(e.target.value)} data-testid="range-to" />
         </label>

@@ -61,6 +61,16 @@ export function PipelinePanel({ api }: { api: Api }) {
               ))}
             </tbody>
           </table>
+          {p.workers.length > 0 && (
+            <p className="muted" data-testid="pipeline-workers">
+              Workers:{" "}
+              {p.workers.map((w) => (
+                <span key={w.name} className={`badge ${w.status === "ok" ? "ok" : "warning"}`}>
+                  {w.name} {w.status}
+                </span>
+              ))}
+            </p>
+          )}
         </>
       )}
     </Panel>

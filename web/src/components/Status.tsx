@@ -5,15 +5,26 @@ import type { Target } from "./Filters";
 
 const MAX_COLUMNS = 6;
 
+/** The table's metric columns: the chosen metric, then those most devices report. */
+export function metricColumns(devices: readonly DeviceRow[], chosen: string, max = MAX_COLUMNS): string[] {
+  const counts = new Map<string, number>();
+  for (const d of devices) for (const name of Object.keys(d.metrics ?? {})) counts.set(name, (counts.get(name) ?? 0) + 1);
+  const ranked = [...counts.keys()].sort((a, b) => (counts.get(b) ?? 0) - (counts.get(a) ?? 0) || a.localeCompare(b));
+  const names = chosen && counts.has(chosen) ? [chosen, ...ranked.filter((n) => n !== chosen)] : ranked;
+  return names.slice(0, max);
+}
+
 /** The hot table: each device's latest value per metric. */
 export function StatusTable({
   api,
   target,
   onTarget,
+  metric,
 }: {
   api: Api;
   target: Target | null;
   onTarget: (t: Target) => void;
+  metric: string;
 }) {
   const list = useResource<{ devices: DeviceRow[]; truncated: boolean }>(
     (signal) => api.get("/v1/devices", { limit: 50 }, signal),
@@ -21,7 +32,7 @@ export function StatusTable({
     10_000,
   );
   const devices = list.data?.devices ?? [];
-  const names = [...new Set(devices.flatMap((d) => Object.keys(d.metrics ?? {})))].sort().slice(0, MAX_COLUMNS);
+  const names = metricColumns(devices, metric);
   return (
     <Panel title="Device status" testid="status-panel" aside={list.data?.truncated && <span className="muted">first 50</span>}>
       <ErrorMessage error={list.error} />
