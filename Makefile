@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install lint format test run bench bench-ingest bench-reads bench-e2e chaos migrate clean
+.PHONY: install web web-test lint format test run bench bench-ingest bench-reads bench-e2e chaos migrate clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -13,18 +13,39 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev,tools]'
 	touch $(STAMP)
 
-install: $(STAMP)
+install: $(STAMP) web
+
+# The dashboard (web/): npm ci from the committed lockfile, then the build the API serves at /.
+# playwright-core never downloads a browser; the browser test uses Debian's chromium.
+WEB_STAMP := web/node_modules/.installed
+
+$(WEB_STAMP): web/package-lock.json web/package.json
+	cd web && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund
+	touch $(WEB_STAMP)
+
+web:
+	@if command -v npm >/dev/null 2>&1; then \
+	  $(MAKE) --no-print-directory $(WEB_STAMP) && cd web && npm run build; \
+	else \
+	  echo "make install: npm is missing, so the dashboard (web/) is not built; install Node.js 20+ and npm"; \
+	fi
+
+web-test:
+	@if [ -d web/node_modules ]; then cd web && npm test; \
+	else echo "make test: web/node_modules is absent (npm missing?), the dashboard's unit tests are skipped"; fi
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy .
+	@if [ -d web/node_modules ]; then cd web && npm run typecheck; \
+	else echo "make lint: web/node_modules is absent, the dashboard's typecheck is skipped"; fi
 
 format: $(STAMP)
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
-test: $(STAMP)
+test: $(STAMP) web-test
 	$(PY) -m scripts.services exec -- $(PY) -m pytest $(PYTEST_ARGS)
 
 run: $(STAMP)
@@ -49,4 +70,4 @@ chaos: $(STAMP)
 	$(PY) -m scripts.services exec -- $(PY) -m scripts.chaos
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache web/node_modules web/dist
