@@ -11,7 +11,7 @@ from app.alerts import routes as alerts
 from app.alerts.fanout import AlertFanout
 from app.alerts.state import AlertStream
 from app.auth.service import create_tenants
-from app.core.database import create_pool
+from app.core.database import close_pool, create_pool
 from app.core.errors import install_handlers, queue_unavailable
 from app.core.openapi import install_openapi
 from app.core.params import check_request_params
@@ -115,7 +115,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await app.state.group_commit.close()
             await app.state.alert_fanout.stop()
             await app.state.redis.aclose()
-            await app.state.pool.close()
+            await close_pool(app.state.pool)
 
     app = App(
         title="Telemetry",

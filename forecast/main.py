@@ -15,7 +15,7 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from app.alerts.state import AlertStream
 from app.auth.service import create_tenants
-from app.core.database import create_pool
+from app.core.database import close_pool, create_pool
 from app.core.errors import install_handlers
 from app.core.params import check_request_params
 from app.core.redis import create_redis
@@ -79,9 +79,9 @@ def create_app(
             await schedule
             await app.state.predictor.close()
             if owned:
-                await pool.close()
+                await close_pool(pool)
             await app.state.redis.aclose()
-            await app.state.pool.close()
+            await close_pool(app.state.pool)
 
     app = FastAPI(
         title="Telemetry forecaster",

@@ -5,6 +5,7 @@ its COPY and binary protocol anyway, and one driver means one set of types, erro
 pooling rules. SQLAlchemy stays for Alembic only.
 """
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -30,6 +31,15 @@ async def create_pool(
         },
     )
     return pool
+
+
+async def close_pool(pool: asyncpg.Pool, timeout_s: float = 5.0) -> None:
+    """Close gracefully, then terminate: a connection stuck behind a lock or a dead server
+    must not hold a shutdown (or a test's teardown) forever."""
+    try:
+        await asyncio.wait_for(pool.close(), timeout=timeout_s)
+    except TimeoutError:
+        pool.terminate()
 
 
 @asynccontextmanager
