@@ -16,9 +16,11 @@ import asyncpg
 import httpx
 import pytest
 from fastapi import FastAPI
+from redis.asyncio import Redis
 
-from app.core.replica import ReadPool
+from app.core.replica import ReadPool, Sample
 from app.core.settings import Settings
+from app.main import create_app
 from tests.fixtures.replica import ReplicaCluster
 from tests.fixtures.worker import RunWorker
 from tests.forecast.service_fixtures import (
@@ -52,6 +54,7 @@ __all__ = [
 ]
 
 FALLBACKS = 'telemetry_read_replica_fallbacks_total{reason="unreachable"}'
+LAG_FALLBACKS = 'telemetry_read_replica_fallbacks_total{reason="lag"}'
 HOUR = "from_time=2025-06-01T10:00:00Z&to_time=2025-06-01T11:00:00Z&interval=1h"
 
 
@@ -317,3 +320,56 @@ async def test_the_forecaster_reads_history_from_the_replica(
     assert trained.json()["observed_points"] == days
     ready = (await forecaster.get("/readyz")).json()["checks"]["read_replica"]
     assert ready["configured"] and ready["reads"] == "replica"
+
+
+async def test_a_replica_lagging_past_the_bound_hands_reads_to_the_primary(
+    settings: Settings,
+    redis: Redis,
+    db: asyncpg.Connection,
+    run_worker: RunWorker,
+    cluster: ReplicaCluster,
+) -> None:
+    application = create_app(settings.model_copy(update={"read_replica_max_lag_s": 1.0}))
+    async with application.router.lifespan_context(application):
+        transport = httpx.ASGITransport(app=application)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            reads: ReadPool = application.state.read_pool
+            await caught_up(cluster)
+            await wait_for(on_replica(reads))
+            moves = metric((await client.get("/metrics")).text, LAG_FALLBACKS)
+            cluster.pause_replay()
+            await post_batch(client, [event("l1", minute=1)])
+            await run_worker()
+
+            async def on_primary() -> bool:
+                return reads.reads == "primary"
+
+            await wait_for(on_primary)
+            assert "READ_REPLICA_MAX_LAG_S" in reads.status()["detail"]
+            assert metric((await client.get("/metrics")).text, LAG_FALLBACKS) == moves + 1
+            # Answered by the primary: what the replica has not replayed is there.
+            assert await event_ids(client) == ["l1"]
+            cluster.resume_replay()
+            await wait_for(on_replica(reads))
+            assert await event_ids(client) == ["l1"]
+
+
+@pytest.mark.parametrize(
+    ("sample", "lag"),
+    [
+        # An idle primary: everything received is replayed, the last replay long ago.
+        (Sample(standby=True, caught_up=True, streaming=True, behind_s=3600.0), 0.0),
+        # Nothing replayed since start (NULL timestamp) but caught up: lacks nothing.
+        (Sample(standby=True, caught_up=True, streaming=True, behind_s=None), 0.0),
+        # Behind what it received: the time since the last replayed commit.
+        (Sample(standby=True, caught_up=False, streaming=True, behind_s=2.5), 2.5),
+        # Cut off from the primary: caught up with what it has, which may be old.
+        (Sample(standby=True, caught_up=True, streaming=False, behind_s=40.0), 40.0),
+        # Behind, and nothing replayed since start: unknown.
+        (Sample(standby=True, caught_up=False, streaming=True, behind_s=None), None),
+        # Not a standby (a promoted replica, or the primary itself): no lag.
+        (Sample(standby=False, caught_up=False, streaming=False, behind_s=None), 0.0),
+    ],
+)
+def test_the_lag_of_a_sample(sample: Sample, lag: float | None) -> None:
+    assert sample.lag_s == lag
