@@ -16,6 +16,7 @@ from app.core.errors import install_handlers, queue_unavailable
 from app.core.openapi import install_openapi
 from app.core.params import check_request_params
 from app.core.redis import create_redis
+from app.core.replica import create_read_pool
 from app.core.settings import Settings, get_settings
 from app.core.streams import EventStream
 from app.generator import routes as generator
@@ -49,6 +50,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.settings = settings
         app.state.pool = await create_pool(settings)
+        # The read routes' pool: the replica at READ_DATABASE_URL when set (else the primary).
+        app.state.read_pool = await create_read_pool(
+            settings, app.state.pool, application_name="telemetry-api"
+        )
+        app.state.read_pool.start()
         app.state.redis = create_redis(settings)
         app.state.stream = EventStream(app.state.redis, settings.stream, settings.group)
         replicated = settings.required_durability == "replicated"
@@ -85,12 +91,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         with suppress(RedisError, OSError):
             # Read at start so the level is logged (and a refusal warned) before traffic.
             await durability.current()
-        app.state.cache = ReadCache(
-            settings.cache_max_entries,
-            ttl_recent_s=settings.cache_ttl_recent_s,
-            ttl_closed_s=settings.cache_ttl_closed_s,
-            sync_interval_s=settings.cache_sync_interval_s,
-        )
+        # One read cache per pool: each follows the refresher as its own pool shows it.
+        app.state.caches = {
+            source: ReadCache(
+                settings.cache_max_entries,
+                ttl_recent_s=settings.cache_ttl_recent_s,
+                ttl_closed_s=settings.cache_ttl_closed_s,
+                sync_interval_s=settings.cache_sync_interval_s,
+                lag=app.state.read_pool.lag_s if source == "replica" else lambda: 0.0,
+            )
+            for source in ("primary", "replica")
+        }
+        app.state.cache = app.state.caches["primary"]
         # Ingest answers 503 until Redis is back; the workers create the group too.
         try:
             await app.state.stream.ensure_group()
@@ -115,6 +127,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await app.state.group_commit.close()
             await app.state.alert_fanout.stop()
             await app.state.redis.aclose()
+            await app.state.read_pool.close()
             await close_pool(app.state.pool)
 
     app = App(

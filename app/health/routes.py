@@ -12,7 +12,7 @@ from pydantic import BaseModel
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from app.core.deps import PoolDep, RedisDep, SettingsDep
+from app.core.deps import PoolDep, ReadPoolDep, RedisDep, SettingsDep
 from app.core.metrics import DEAD_LETTER_ENTRIES
 from app.core.responses import json_response
 from app.ingest.deps import GateDep
@@ -50,8 +50,11 @@ async def _workers(redis: Redis, prefix: str) -> dict[str, str]:
     response_model=Readiness,
     responses={503: {"model": Readiness, "description": "the database or Redis does not answer"}},
 )
-async def readyz(pool: PoolDep, redis: RedisDep, gate: GateDep, settings: SettingsDep) -> Response:
-    """Answer 200 when the database and Redis answer; the backlog is reported, not judged."""
+async def readyz(
+    pool: PoolDep, reads: ReadPoolDep, redis: RedisDep, gate: GateDep, settings: SettingsDep
+) -> Response:
+    """Answer 200 when the database and Redis answer; the backlog and the read replica are
+    reported, not judged (reads fall back to the primary)."""
     checks: dict[str, Any] = {}
     try:
         async with asyncio.timeout(2):
@@ -60,6 +63,7 @@ async def readyz(pool: PoolDep, redis: RedisDep, gate: GateDep, settings: Settin
         checks["database"] = "ok"
     except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as error:
         checks["database"] = f"error: {error.__class__.__name__}"
+    checks["read_replica"] = reads.status()
     try:
         async with asyncio.timeout(2):
             await redis.ping()
