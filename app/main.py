@@ -36,7 +36,7 @@ from app.ingest.ratelimit import TenantLimiter
 from app.reads import routes as reads
 from app.reads.cache import ReadCache
 from app.ui import routes as ui
-from app.ui.static import Frontend, spa_fallback
+from app.ui.static import Frontend, first_segments, spa_fallback
 
 
 class App(FastAPI):
@@ -129,11 +129,11 @@ def create_app(
         try:
             yield
         finally:
+            await app.state.group_commit.close()
+            await app.state.alert_fanout.stop()
             stop.set()
             await rate_flush
             await app.state.forecasts.aclose()
-            await app.state.group_commit.close()
-            await app.state.alert_fanout.stop()
             await app.state.redis.aclose()
             await app.state.pool.close()
 
@@ -143,16 +143,15 @@ def create_app(
         lifespan=lifespan,
         dependencies=[Depends(check_request_params)],
     )
-    app.include_router(health.router)
-    app.include_router(ingest.router)
-    app.include_router(reads.router)
-    app.include_router(alerts.router)
-    app.include_router(generator.router)
-    app.include_router(fleet.router)
-    app.include_router(forecasts.router)
-    # Last: `/` and `/assets/`; unmatched front-end paths reach index.html by the 404 handler.
-    app.include_router(ui.router)
-    app.state.frontend = Frontend(settings.web_dist)
+    routers = [health.router, ingest.router, reads.router, alerts.router, generator.router,
+               fleet.router, forecasts.router, ui.router]  # fmt: skip
+    for router in routers:
+        app.include_router(router)
+    # `/` and `/assets/` are ui routes; unmatched front-end paths reach index.html by the 404
+    # handler, never under a path an API route or the docs start with.
+    paths = [getattr(route, "path", "") for router in routers for route in router.routes]
+    docs = [app.openapi_url or "", app.docs_url or "", app.redoc_url or ""]
+    app.state.frontend = Frontend(settings.web_dist, first_segments(paths + docs))
     install_handlers(app, settings.retry_after_s)
     app.add_exception_handler(404, spa_fallback(app.state.frontend))
     install_openapi(app, settings, [ingest.openapi_patch])
