@@ -44,6 +44,18 @@ async def test_devices_with_their_latest_values_by_id(
     assert body["devices"][1]["site_id"] is None
 
 
+async def test_extreme_values_come_back_exactly(
+    client: httpx.AsyncClient, run_worker: RunWorker
+) -> None:
+    client.headers.update(A)
+    values = {"big": 1e100, "small": -1e-100, "odd": 0.1 + 0.2}
+    event = {"event_id": "x", "device_id": "edge", "ts": "2025-06-01T10:00:00Z", "metrics": values}
+    await post_batch(client, [event])
+    await run_worker()
+    response = await client.get("/v1/devices?q=edge", headers=A)
+    assert response.json()["devices"][0]["metrics"] == values
+
+
 async def test_device_search_is_a_case_insensitive_substring_with_literal_wildcards(
     client: httpx.AsyncClient, run_worker: RunWorker
 ) -> None:
