@@ -1,8 +1,10 @@
 """The API application: `uvicorn app.main:app`."""
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 
+import httpx
 from fastapi import Depends, FastAPI
 from redis.exceptions import RedisError
 from starlette.types import Receive, Scope, Send
@@ -19,6 +21,9 @@ from app.core.redis import create_redis
 from app.core.replica import create_read_pool
 from app.core.settings import Settings, get_settings
 from app.core.streams import EventStream
+from app.fleet import routes as fleet
+from app.forecasts import routes as forecasts
+from app.forecasts.client import create_forecast_client
 from app.generator import routes as generator
 from app.health import routes as health
 from app.ingest import lean
@@ -27,9 +32,12 @@ from app.ingest.admission import Admission, DurabilityGate
 from app.ingest.backpressure import BacklogGate
 from app.ingest.enqueue import Enqueuer
 from app.ingest.group import GroupCommit
+from app.ingest.rate import IngestRate
 from app.ingest.ratelimit import TenantLimiter
 from app.reads import routes as reads
 from app.reads.cache import ReadCache
+from app.ui import routes as ui
+from app.ui.static import Frontend, first_segments, spa_fallback
 
 
 class App(FastAPI):
@@ -43,7 +51,10 @@ class App(FastAPI):
         await super().__call__(scope, receive, send)
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(
+    settings: Settings | None = None, *, forecast_transport: httpx.AsyncBaseTransport | None = None
+) -> FastAPI:
+    """The API; `forecast_transport` stands in for the network to the forecaster (tests)."""
     settings = settings or get_settings()
 
     @asynccontextmanager
@@ -121,11 +132,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             app.state.redis, settings.alert_channel, settings.alert_sse_queue
         )
         app.state.alert_fanout.start()
+        app.state.forecasts = create_forecast_client(settings, forecast_transport)
+        app.state.ingest_rate = IngestRate(app.state.redis, settings.ingest_rate_prefix)
+        stop = asyncio.Event()
+        rate_flush = asyncio.create_task(
+            app.state.ingest_rate.run(stop, settings.ingest_rate_flush_s), name="ingest-rate"
+        )
         try:
             yield
         finally:
             await app.state.group_commit.close()
             await app.state.alert_fanout.stop()
+            stop.set()
+            await rate_flush
+            await app.state.forecasts.aclose()
             await app.state.redis.aclose()
             await app.state.read_pool.close()
             await close_pool(app.state.pool)
@@ -136,12 +156,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
         dependencies=[Depends(check_request_params)],
     )
-    app.include_router(health.router)
-    app.include_router(ingest.router)
-    app.include_router(reads.router)
-    app.include_router(alerts.router)
-    app.include_router(generator.router)
+    routers = [health.router, ingest.router, reads.router, alerts.router, generator.router,
+               fleet.router, forecasts.router, ui.router]  # fmt: skip
+    for router in routers:
+        app.include_router(router)
+    # `/` and `/assets/` are ui routes; unmatched front-end paths reach index.html by the 404
+    # handler, never under a path an API route or the docs start with.
+    paths = [getattr(route, "path", "") for router in routers for route in router.routes]
+    docs = [app.openapi_url or "", app.docs_url or "", app.redoc_url or ""]
+    app.state.frontend = Frontend(settings.web_dist, first_segments(paths + docs))
     install_handlers(app, settings.retry_after_s)
+    app.add_exception_handler(404, spa_fallback(app.state.frontend))
     install_openapi(app, settings, [ingest.openapi_patch])
     return app
 

@@ -13,7 +13,7 @@ from redis.asyncio import Redis
 
 from app.core.replica import ReadPool, Source
 from app.core.settings import Settings
-from app.core.tenancy import Identity, Tenants
+from app.core.tenancy import Identity, Tenants, asks_for_key
 
 
 async def _settings(request: Request) -> Settings:
@@ -74,6 +74,22 @@ async def _identity(
 
 
 IdentityDep = Annotated[Identity, Depends(_identity)]
+
+
+async def _optional_identity(
+    request: Request,
+    settings: SettingsDep,
+    x_api_key: Annotated[str | None, Header()] = None,
+) -> Identity | None:
+    """The caller, or None when keys are asked for and none is sent (a public route that
+    says more to a known caller); a key that is sent must be valid (401, 403)."""
+    if asks_for_key(settings) and not x_api_key:
+        return None
+    tenants: Tenants = request.app.state.tenants
+    return await tenants.identify(request.headers)
+
+
+OptionalIdentityDep = Annotated[Identity | None, Depends(_optional_identity)]
 
 
 async def _tenant(identity: IdentityDep) -> str:

@@ -1,6 +1,7 @@
 """The one settings object, read from the environment."""
 
 from functools import lru_cache
+from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, field_validator
@@ -200,6 +201,19 @@ class Settings(BaseSettings):
     forecast_cors_origins: str = "http://127.0.0.1:8000,http://localhost:8000"
     forecast_alert_interval_s: float = Field(default=60.0, gt=0)
     forecast_alert_state_prefix: str = "telemetry:alert-predicted"
+
+    # Dashboard (issue 12): add dashboard settings below this line.
+    # The forecaster the API proxies GET /v1/forecast to (the API never imports forecast/).
+    forecast_url: str = "http://127.0.0.1:8001"
+    forecast_timeout_s: float = Field(default=10.0, gt=0)
+    # The built front end served at / (`make install` builds it).
+    web_dist: Path = Path(__file__).resolve().parents[2] / "web" / "dist"
+    ui_max_points: int = Field(default=2000, ge=1)
+    # Events accepted per second, fleet-wide: each API process adds what it accepted to
+    # per-second counters in Redis every flush; GET /v1/pipeline averages the window.
+    ingest_rate_prefix: str = "telemetry:ingest:accepted"
+    ingest_rate_flush_s: float = Field(default=1.0, gt=0)
+    ingest_rate_window_s: int = Field(default=30, ge=1, le=600)
 
     @field_validator("database_url", "read_database_url")
     @classmethod

@@ -1,21 +1,22 @@
-"""Liveness, readiness and Prometheus metrics."""
+"""Liveness, readiness, Prometheus metrics and the pipeline summary of the dashboard."""
 
 import asyncio
 from contextlib import suppress
 from typing import Any, Literal
 
 import asyncpg
-import orjson
 from fastapi import APIRouter, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from app.core.deps import PoolDep, ReadPoolDep, RedisDep, SettingsDep
+from app.core.deps import PoolDep, ReadPoolDep, RedisDep, SettingsDep, TenantDep
 from app.core.metrics import DEAD_LETTER_ENTRIES
-from app.core.responses import json_response
-from app.ingest.deps import GateDep
+from app.core.responses import errors, json_response
+from app.health import schemas
+from app.health.pipeline import pipeline as pipeline_state
+from app.health.workers import live_workers
+from app.ingest.deps import GateDep, RateDep
 
 router = APIRouter(tags=["health"])
 
@@ -29,20 +30,6 @@ class Readiness(BaseModel):
 async def healthz() -> dict[str, str]:
     """Answer 200 while the process serves."""
     return {"status": "ok"}
-
-
-async def _workers(redis: Redis, prefix: str) -> dict[str, str]:
-    """Each live worker's health key: "ok", or the fault it is waiting out. Reported, not
-    judged: a stuck worker does not stop this API process from accepting events."""
-    found: dict[str, str] = {}
-    async for key in redis.scan_iter(match=f"{prefix}:*", count=200):
-        raw = await redis.get(key)
-        if raw is None:
-            continue
-        body = orjson.loads(raw)
-        status = "ok" if body["status"] == "ok" else f"fault: {body['fault']}: {body['detail']}"
-        found[str(body["name"])] = status
-    return dict(sorted(found.items()))
 
 
 @router.get(
@@ -83,7 +70,7 @@ async def readyz(
             "oldest_age_s": round(backlog.oldest_age_s, 3),
             "status": "ok" if within else "over limit",
         }
-        checks["workers"] = await _workers(redis, settings.worker_health_prefix)
+        checks["workers"] = await live_workers(redis, settings.worker_health_prefix)
     except (RedisError, OSError, TimeoutError) as error:
         checks["redis"] = f"error: {error.__class__.__name__}"
     # A backlog is what backpressure (429) is for: readiness is "can serve", so a burst does
@@ -104,3 +91,17 @@ async def metrics(gate: GateDep, redis: RedisDep, settings: SettingsDep) -> Resp
         await gate.durability.current()
         DEAD_LETTER_ENTRIES.set(await redis.xlen(settings.dead_letter_stream))
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+
+@router.get("/v1/pipeline", response_model=schemas.Pipeline, responses=errors(401, 403, 503))
+async def pipeline(
+    settings: SettingsDep,
+    redis: RedisDep,
+    pool: PoolDep,
+    gate: GateDep,
+    rate: RateDep,
+    tenant: TenantDep,
+) -> Response:
+    """Ingest rate, queue, consumers, dead letters, rollup lag and workers (fleet-wide)."""
+    answer = await pipeline_state(settings, redis, pool, gate.backlog.stream, gate.backlog, rate)
+    return json_response(answer)
