@@ -197,7 +197,8 @@ class Settings(BaseSettings):
     forecast_mp_context: Literal["spawn", "forkserver"] = "spawn"
     # Trainings waiting for a process beyond this are refused (429) rather than queued.
     forecast_max_queued: int = Field(default=8, ge=1)
-    # The dashboard (served by the API) calls the forecaster from the browser.
+    # Origins that may call the forecaster from a browser directly (the dashboard goes
+    # through the API's GET /v1/forecast proxy instead).
     forecast_cors_origins: str = "http://127.0.0.1:8000,http://localhost:8000"
     forecast_alert_interval_s: float = Field(default=60.0, gt=0)
     forecast_alert_state_prefix: str = "telemetry:alert-predicted"
