@@ -13,11 +13,12 @@ from app.alerts import routes as alerts
 from app.alerts.fanout import AlertFanout
 from app.alerts.state import AlertStream
 from app.auth.service import create_tenants
-from app.core.database import create_pool
+from app.core.database import close_pool, create_pool
 from app.core.errors import install_handlers, queue_unavailable
 from app.core.openapi import install_openapi
 from app.core.params import check_request_params
 from app.core.redis import create_redis
+from app.core.replica import create_read_pool
 from app.core.settings import Settings, get_settings
 from app.core.streams import EventStream
 from app.fleet import routes as fleet
@@ -36,7 +37,7 @@ from app.ingest.ratelimit import TenantLimiter
 from app.reads import routes as reads
 from app.reads.cache import ReadCache
 from app.ui import routes as ui
-from app.ui.static import Frontend, spa_fallback
+from app.ui.static import Frontend, first_segments, spa_fallback
 
 
 class App(FastAPI):
@@ -60,6 +61,11 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.settings = settings
         app.state.pool = await create_pool(settings)
+        # The read routes' pool: the replica at READ_DATABASE_URL when set (else the primary).
+        app.state.read_pool = await create_read_pool(
+            settings, app.state.pool, application_name="telemetry-api"
+        )
+        app.state.read_pool.start()
         app.state.redis = create_redis(settings)
         app.state.stream = EventStream(app.state.redis, settings.stream, settings.group)
         replicated = settings.required_durability == "replicated"
@@ -96,12 +102,18 @@ def create_app(
         with suppress(RedisError, OSError):
             # Read at start so the level is logged (and a refusal warned) before traffic.
             await durability.current()
-        app.state.cache = ReadCache(
-            settings.cache_max_entries,
-            ttl_recent_s=settings.cache_ttl_recent_s,
-            ttl_closed_s=settings.cache_ttl_closed_s,
-            sync_interval_s=settings.cache_sync_interval_s,
-        )
+        # One read cache per pool: each follows the refresher as its own pool shows it.
+        app.state.caches = {
+            source: ReadCache(
+                settings.cache_max_entries,
+                ttl_recent_s=settings.cache_ttl_recent_s,
+                ttl_closed_s=settings.cache_ttl_closed_s,
+                sync_interval_s=settings.cache_sync_interval_s,
+                lag=app.state.read_pool.lag_s if source == "replica" else lambda: 0.0,
+            )
+            for source in ("primary", "replica")
+        }
+        app.state.cache = app.state.caches["primary"]
         # Ingest answers 503 until Redis is back; the workers create the group too.
         try:
             await app.state.stream.ensure_group()
@@ -129,13 +141,14 @@ def create_app(
         try:
             yield
         finally:
+            await app.state.group_commit.close()
+            await app.state.alert_fanout.stop()
             stop.set()
             await rate_flush
             await app.state.forecasts.aclose()
-            await app.state.group_commit.close()
-            await app.state.alert_fanout.stop()
             await app.state.redis.aclose()
-            await app.state.pool.close()
+            await app.state.read_pool.close()
+            await close_pool(app.state.pool)
 
     app = App(
         title="Telemetry",
@@ -143,16 +156,15 @@ def create_app(
         lifespan=lifespan,
         dependencies=[Depends(check_request_params)],
     )
-    app.include_router(health.router)
-    app.include_router(ingest.router)
-    app.include_router(reads.router)
-    app.include_router(alerts.router)
-    app.include_router(generator.router)
-    app.include_router(fleet.router)
-    app.include_router(forecasts.router)
-    # Last: `/` and `/assets/`; unmatched front-end paths reach index.html by the 404 handler.
-    app.include_router(ui.router)
-    app.state.frontend = Frontend(settings.web_dist)
+    routers = [health.router, ingest.router, reads.router, alerts.router, generator.router,
+               fleet.router, forecasts.router, ui.router]  # fmt: skip
+    for router in routers:
+        app.include_router(router)
+    # `/` and `/assets/` are ui routes; unmatched front-end paths reach index.html by the 404
+    # handler, never under a path an API route or the docs start with.
+    paths = [getattr(route, "path", "") for router in routers for route in router.routes]
+    docs = [app.openapi_url or "", app.docs_url or "", app.redoc_url or ""]
+    app.state.frontend = Frontend(settings.web_dist, first_segments(paths + docs))
     install_handlers(app, settings.retry_after_s)
     app.add_exception_handler(404, spa_fallback(app.state.frontend))
     install_openapi(app, settings, [ingest.openapi_patch])

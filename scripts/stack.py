@@ -169,9 +169,8 @@ class Stack:
         child.port = metrics_port or None
         return child
 
-    def forecast_child(self, port: int | None = None, env: dict[str, str] | None = None) -> Child:
-        """The forecaster (`uvicorn forecast.main:app`), as `make run` starts it."""
-        return self._uvicorn_child("forecast", "forecast.main:app", port, env)
+    def forecaster_child(self, port: int | None = None, env: dict[str, str] | None = None) -> Child:
+        return self._uvicorn_child("forecaster", "forecast.main:app", port, env)
 
     def baseline_child(self, port: int | None = None, env: dict[str, str] | None = None) -> Child:
         return self._uvicorn_child("baseline", "scripts.baseline:app", port, env)

@@ -11,6 +11,7 @@ import asyncpg
 from fastapi import Depends, Header, Request
 from redis.asyncio import Redis
 
+from app.core.replica import ReadPool, Source
 from app.core.settings import Settings
 from app.core.tenancy import Identity, Tenants, asks_for_key
 
@@ -33,6 +34,30 @@ async def _pool(request: Request) -> asyncpg.Pool:
 async def _connection(request: Request) -> AsyncIterator[asyncpg.Connection]:
     pool: asyncpg.Pool = request.app.state.pool
     async with pool.acquire() as conn:
+        yield conn
+
+
+async def _read_pool(request: Request) -> ReadPool:
+    reads: ReadPool = request.app.state.read_pool
+    return reads
+
+
+async def _read_source(request: Request) -> Source:
+    """Where this request's reads go (a retry after a replica failure: the primary)."""
+    reads: ReadPool = request.app.state.read_pool
+    return reads.choose(primary_only=getattr(request.state, "read_primary_only", False))
+
+
+ReadSourceDep = Annotated[Source, Depends(_read_source)]
+
+
+async def _read_connection(
+    request: Request, source: ReadSourceDep
+) -> AsyncIterator[asyncpg.Connection]:
+    reads: ReadPool = request.app.state.read_pool
+    async with reads.connection(source) as (conn, used):
+        # ReplicaFallbackRoute runs the route again on the primary if this one fails it.
+        request.state.read_on_replica = used.name == "replica"
         yield conn
 
 
@@ -76,3 +101,7 @@ PoolDep = Annotated[asyncpg.Pool, Depends(_pool)]
 # Released when the route returns, before the response is sent.
 ConnectionDep = Annotated[asyncpg.Connection, Depends(_connection, scope="function")]
 TenantDep = Annotated[str, Depends(_tenant)]
+# Reads that may go to the replica (READ_DATABASE_URL): the read API's routes and the
+# forecaster's history. Writes stay on PoolDep / ConnectionDep.
+ReadPoolDep = Annotated[ReadPool, Depends(_read_pool)]
+ReadConnectionDep = Annotated[asyncpg.Connection, Depends(_read_connection, scope="function")]

@@ -10,7 +10,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel
 from redis.exceptions import RedisError
 
-from app.core.deps import PoolDep, RedisDep, SettingsDep, TenantDep
+from app.core.deps import PoolDep, ReadPoolDep, RedisDep, SettingsDep, TenantDep
 from app.core.metrics import DEAD_LETTER_ENTRIES
 from app.core.responses import errors, json_response
 from app.health import schemas
@@ -37,8 +37,11 @@ async def healthz() -> dict[str, str]:
     response_model=Readiness,
     responses={503: {"model": Readiness, "description": "the database or Redis does not answer"}},
 )
-async def readyz(pool: PoolDep, redis: RedisDep, gate: GateDep, settings: SettingsDep) -> Response:
-    """Answer 200 when the database and Redis answer; the backlog is reported, not judged."""
+async def readyz(
+    pool: PoolDep, reads: ReadPoolDep, redis: RedisDep, gate: GateDep, settings: SettingsDep
+) -> Response:
+    """Answer 200 when the database and Redis answer; the backlog and the read replica are
+    reported, not judged (reads fall back to the primary)."""
     checks: dict[str, Any] = {}
     try:
         async with asyncio.timeout(2):
@@ -47,6 +50,7 @@ async def readyz(pool: PoolDep, redis: RedisDep, gate: GateDep, settings: Settin
         checks["database"] = "ok"
     except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as error:
         checks["database"] = f"error: {error.__class__.__name__}"
+    checks["read_replica"] = reads.status()
     try:
         async with asyncio.timeout(2):
             await redis.ping()

@@ -9,7 +9,7 @@ build, `/` answers a short page saying how to make one. Nothing here shadows a r
 fallback answers only what no route matched (a wrong method still gets its 405).
 """
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 
 from fastapi import Request, Response
@@ -43,8 +43,10 @@ def _inside(root: Path, path: str) -> Path | None:
 
 
 class Frontend:
-    def __init__(self, dist: Path) -> None:
+    def __init__(self, dist: Path, api: frozenset[str]) -> None:
         self.dist = dist
+        # The first path segments of the API's routes (v1, sites, docs, metrics...).
+        self.api = api
 
     def page(self, path: str = "") -> Response:
         """A top-level file of the build, else index.html, else the not-built page."""
@@ -65,17 +67,12 @@ class Frontend:
         return FileResponse(found, headers={"Cache-Control": IMMUTABLE})
 
 
-def _api_prefixes(request: Request) -> set[str]:
-    """The first path segment of every route but `/` (v1, sites, docs, metrics, assets...)."""
-    prefixes = set()
-    for route in request.app.routes:
-        first = getattr(route, "path", "/").strip("/").split("/", 1)[0]
-        if first:
-            prefixes.add(first)
-    return prefixes
+def first_segments(paths: Iterable[str]) -> frozenset[str]:
+    """The first segment of each path but `/`: `/v1/devices` -> `v1`."""
+    return frozenset(first for p in paths if (first := p.strip("/").split("/", 1)[0]))
 
 
-def wants_page(request: Request) -> bool:
+def wants_page(request: Request, api: frozenset[str]) -> bool:
     """Whether an unmatched request is the front end's: a GET outside /v1, and outside
     the other API paths unless a browser navigates there (it accepts text/html)."""
     if request.method not in ("GET", "HEAD"):
@@ -83,7 +80,7 @@ def wants_page(request: Request) -> bool:
     first = request.url.path.strip("/").split("/", 1)[0]
     if first == "v1":
         return False
-    return first not in _api_prefixes(request) or "text/html" in request.headers.get("accept", "")
+    return first not in api or "text/html" in request.headers.get("accept", "")
 
 
 def spa_fallback(frontend: Frontend) -> Callable[[Request, Exception], Awaitable[Response]]:
@@ -91,7 +88,7 @@ def spa_fallback(frontend: Frontend) -> Callable[[Request, Exception], Awaitable
 
     async def not_found(request: Request, error: Exception) -> Response:
         assert isinstance(error, HTTPException)
-        if wants_page(request):
+        if wants_page(request, frontend.api):
             return frontend.page(request.url.path.strip("/"))
         return await http_exception_handler(request, error)
 

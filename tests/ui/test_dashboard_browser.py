@@ -131,7 +131,7 @@ async def test_the_dashboard_in_a_browser(settings: Settings, tmp_path: Path) ->
         api = stack.api_child()
         # The generator names its tenant in X-Tenant-ID, as behind a gateway.
         gateway = stack.api_child(env={"TRUSTED_TENANT_HEADER": "true"})
-        forecaster = stack.forecast_child(forecast_port)
+        forecaster = stack.forecaster_child(forecast_port)
         await stack.start_http(api, 60)
         await stack.start_http(gateway, 60)
         stack.worker_child("e2e-worker").start()
