@@ -1,10 +1,20 @@
 # The API, the workers and the migrations share this one image; docker-compose.yml picks
 # the process with `command:`.
+
+# The dashboard, built from the committed lockfile; only its output goes into the image.
+FROM node:20-slim AS web
+WORKDIR /web
+COPY web/package.json web/package-lock.json ./
+RUN npm ci --no-audit --no-fund
+COPY web ./
+RUN npm run build
+
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
-    PIP_DISABLE_PIP_VERSION_CHECK=1
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    WEB_DIST=/app/web/dist
 
 WORKDIR /app
 
@@ -23,6 +33,7 @@ COPY forecast ./forecast
 COPY scripts ./scripts
 COPY migrations ./migrations
 COPY alembic.ini ./
+COPY --from=web /web/dist ./web/dist
 RUN pip install --no-cache-dir --no-deps . && rm -rf build *.egg-info
 
 # A home directory so libraries that cache per user (numba under statsforecast) can write.
