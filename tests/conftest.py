@@ -21,4 +21,5 @@ pytest_plugins = [
     "tests.fixtures.redis",
     "tests.fixtures.app",
     "tests.fixtures.worker",
+    "tests.fixtures.cluster",
 ]

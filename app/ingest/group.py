@@ -11,14 +11,25 @@ other, keep theirs.
 """
 
 import asyncio
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
-from app.ingest.enqueue import Enqueuer
+from app.ingest.enqueue import EventKey
+
+
+class Enqueue(Protocol):
+    """The enqueue of one Redis (app/ingest/enqueue.py) or of a cluster's shards
+    (app/ingest/cluster.py)."""
+
+    async def enqueue(
+        self, tenant: str, events: Sequence[EventKey], payloads: Sequence[bytes], window_s: int
+    ) -> list[bool]: ...
 
 
 @dataclass(slots=True)
 class _Group:
-    keys: list[tuple[str, int]] = field(default_factory=list)
+    keys: list[EventKey] = field(default_factory=list)
     payloads: list[bytes] = field(default_factory=list)
     waiters: list[tuple[int, int, asyncio.Future[list[bool]]]] = field(default_factory=list)
     timer: asyncio.TimerHandle | None = None
@@ -26,7 +37,7 @@ class _Group:
 
 class GroupCommit:
     def __init__(
-        self, enqueuer: Enqueuer, *, window_s: float, max_events: int, dedupe_window_s: int
+        self, enqueuer: "Enqueue", *, window_s: float, max_events: int, dedupe_window_s: int
     ) -> None:
         self.enqueuer = enqueuer
         self.window_s = window_s
@@ -35,9 +46,7 @@ class GroupCommit:
         self._groups: dict[str, _Group] = {}
         self._flushes: set[asyncio.Task[None]] = set()
 
-    async def enqueue(
-        self, tenant: str, keys: list[tuple[str, int]], payloads: list[bytes]
-    ) -> list[bool]:
+    async def enqueue(self, tenant: str, keys: list[EventKey], payloads: list[bytes]) -> list[bool]:
         """What Enqueuer.enqueue answers for these events, sharing the call with others."""
         if not keys:
             return []
