@@ -11,20 +11,13 @@ other, keep theirs.
 """
 
 import asyncio
-from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
 
-from app.ingest.enqueue import EventKey
+from app.ingest.cluster import ShardedEnqueuer
+from app.ingest.enqueue import Enqueuer, EventKey
 
-
-class Enqueue(Protocol):
-    """The enqueue of one Redis (app/ingest/enqueue.py) or of a cluster's shards
-    (app/ingest/cluster.py)."""
-
-    async def enqueue(
-        self, tenant: str, events: Sequence[EventKey], payloads: Sequence[bytes], window_s: int
-    ) -> list[bool]: ...
+# The enqueue of one Redis, or of a cluster's shards.
+Enqueue = Enqueuer | ShardedEnqueuer
 
 
 @dataclass(slots=True)
@@ -37,7 +30,7 @@ class _Group:
 
 class GroupCommit:
     def __init__(
-        self, enqueuer: "Enqueue", *, window_s: float, max_events: int, dedupe_window_s: int
+        self, enqueuer: Enqueue, *, window_s: float, max_events: int, dedupe_window_s: int
     ) -> None:
         self.enqueuer = enqueuer
         self.window_s = window_s
