@@ -2,7 +2,7 @@
 
 With REDIS_CLUSTER_URL set, the ingest stream is STREAM_SHARDS streams. An event goes to
 shard blake2b(tenant, device) mod STREAM_SHARDS, and every key of a shard carries the hash
-tag `{s<i>}`: its stream (and consumer group), the dedupe marks of its events, its
+tag `{s<i>.<k>}` (`tag`): its stream (and consumer group), the dedupe marks of its events, its
 dead-letter stream, and the alert stream and alert states of its devices. So one script
 call per shard touches one slot, as one call per request did on one Redis.
 
@@ -14,8 +14,12 @@ for another device of the tenant is not recognised as a duplicate, unlike on one
 """
 
 import hashlib
+import itertools
 from dataclasses import dataclass
+from functools import lru_cache
 from urllib.parse import urlsplit
+
+from redis.crc import key_slot
 
 from app.core.settings import Settings
 
@@ -26,8 +30,21 @@ def route(tenant: str, device: str, shards: int) -> int:
     return int.from_bytes(digest, "big") % shards
 
 
-def tag(index: int) -> str:
-    return f"{{s{index}}}"
+SLOTS = 16384
+
+
+@lru_cache(maxsize=4096)
+def tag(index: int, count: int) -> str:
+    """Shard `index` of `count`'s hash tag, `{s<index>.<k>}`: the first k whose slot lies in
+    the index-th of `count` equal slot ranges. A cluster created with its slots split evenly
+    (redis-cli --cluster create) then serves the same number of shards on each master when
+    `count` is a multiple of the masters (plain `{s<i>}` put 4 of 6 on one master of 3)."""
+    low, high = index * SLOTS // count, (index + 1) * SLOTS // count
+    for k in itertools.count():
+        candidate = f"s{index}.{k}"
+        if low <= key_slot(candidate.encode()) < high:
+            return "{" + candidate + "}"
+    raise AssertionError("unreachable")
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,7 +69,7 @@ class Shard:
 
 
 def shard(settings: Settings, index: int) -> Shard:
-    t = tag(index)
+    t = tag(index, settings.stream_shards)
     return Shard(
         index=index,
         stream=f"{settings.stream}:{t}",

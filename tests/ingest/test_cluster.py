@@ -11,7 +11,7 @@ from fastapi import FastAPI
 from redis.asyncio.cluster import RedisCluster
 
 from app.core.settings import Settings
-from app.core.shards import all_shards, assigned, route, shard, startup_nodes
+from app.core.shards import all_shards, assigned, route, shard, startup_nodes, tag
 from app.ingest.cluster import ShardedEnqueuer
 from app.main import create_app
 from tests.fixtures.cluster import SHARDS, devices_on_every_shard
@@ -40,6 +40,19 @@ def test_settings_name_the_shards_and_the_nodes(settings: Settings) -> None:
         ("127.0.0.1", 7000),
         ("10.0.0.2", 7001),
     ]
+
+
+async def test_shards_spread_evenly_over_the_masters(
+    cluster_settings: Settings, cluster_client: RedisCluster
+) -> None:
+    await cluster_client.initialize()
+    served: dict[str, int] = {}
+    for one in all_shards(cluster_settings):
+        node = cluster_client.get_node_from_key(one.stream)
+        assert node is not None
+        served[node.name] = served.get(node.name, 0) + 1
+    assert sorted(served.values()) == [2, 2, 2]
+    assert tag(1, 6) != tag(1, 8)
 
 
 async def test_every_key_of_a_shard_is_in_its_slot(
@@ -71,9 +84,9 @@ async def test_every_key_of_a_shard_is_in_its_slot(
     by_tag: dict[str, set[int]] = {}
     async for raw in cluster_client.scan_iter(match="telemetry:*", count=1000):
         key = raw.decode()
-        tag = key[key.index("{") : key.index("}") + 1]
-        by_tag.setdefault(tag, set()).add(cluster_client.keyslot(key))
-    assert sorted(by_tag) == sorted(f"{{s{i}}}" for i in range(SHARDS))
+        found = key[key.index("{") : key.index("}") + 1]
+        by_tag.setdefault(found, set()).add(cluster_client.keyslot(key))
+    assert sorted(by_tag) == sorted(tag(i, SHARDS) for i in range(SHARDS))
     assert all(len(slots) == 1 for slots in by_tag.values())
     # One entry per shard stream, holding that shard's device.
     for index, device in enumerate(devices):
