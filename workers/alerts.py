@@ -72,6 +72,8 @@ class Alerts:
             shard.index: self._alert_stream(shard.alert_stream) for shard in shards
         }
         self.history_streams = list(self.shard_streams.values()) or [self.stream]
+        # Two shards' streams make the same ids: a shard's alert ids carry its label.
+        self._labels = {shard.alert_stream: shard.label for shard in shards}
         self.loaded = asyncio.Event()
         # The rule sync and the history writer share one connection, one at a time.
         self._db_lock = asyncio.Lock()
@@ -246,6 +248,9 @@ class Alerts:
             return
         # An entry trimmed before it was recorded comes back empty: nothing left to write.
         rows = [history_row(entry_id, fields[b"d"]) for entry_id, fields in entries if fields]
+        label = self._labels.get(key)
+        if label is not None:
+            rows = [(row[0], f"{row[1]}.{label}", *row[2:]) for row in rows]
         async with self._db_lock:
             conn = await self.database.connection()
             await insert_history(conn, rows)
