@@ -138,22 +138,23 @@ class Worker:
         return self._stopping.is_set()
 
     async def run(self) -> None:
-        await self.stream.ensure_group()
         health = asyncio.create_task(self._report_health(), name=f"health-{self.name}")
         try:
-            # Entries this consumer name read before a restart come first.
-            while not self.stopping and await self._consume("0"):
-                pass
             # A burst worker fails fast; a long-running one waits out any fault (the batch in
-            # hand stays pending, and XAUTOCLAIM retries it and counts its deliveries).
+            # hand stays pending, and XAUTOCLAIM retries it and counts its deliveries). The
+            # start is inside the retries too: Redis may be down or failing over right then.
             async for attempt in retrying(
-                f"worker {self.name}",
+                f"worker {self.label}",
                 on=lambda error: not self.burst and isinstance(error, Exception),
                 initial_s=self.settings.db_retry_base_s,
                 max_s=self.settings.db_retry_max_s,
                 stop=self._stopping,
             ):
                 with attempt:
+                    await self.stream.ensure_group()
+                    # Entries this consumer name read before a restart or fault come first.
+                    while not self.stopping and await self._consume("0"):
+                        pass
                     while not self.stopping and await self._step_or_regroup():
                         healthy(attempt.retry_state)
         except Stopped:
