@@ -1,8 +1,10 @@
 """The API application: `uvicorn app.main:app`."""
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 
+import httpx
 from fastapi import Depends, FastAPI
 from redis.exceptions import RedisError
 from starlette.types import Receive, Scope, Send
@@ -11,15 +13,19 @@ from app.alerts import routes as alerts
 from app.alerts.fanout import AlertFanout
 from app.alerts.state import AlertStream
 from app.auth.service import create_tenants
-from app.core.database import create_pool
+from app.core.database import close_pool, create_pool
 from app.core.durability import Durability, probe_masters
 from app.core.errors import install_handlers, queue_unavailable
 from app.core.openapi import install_openapi
 from app.core.params import check_request_params
 from app.core.redis import Primaries, as_redis, create_cluster, create_redis
+from app.core.replica import create_read_pool
 from app.core.settings import Settings, get_settings
 from app.core.shards import all_shards
 from app.core.streams import EventStream
+from app.fleet import routes as fleet
+from app.forecasts import routes as forecasts
+from app.forecasts.client import create_forecast_client
 from app.generator import routes as generator
 from app.health import routes as health
 from app.ingest import lean
@@ -29,9 +35,12 @@ from app.ingest.backpressure import BacklogGate, ShardedBacklog
 from app.ingest.cluster import ShardedEnqueuer
 from app.ingest.enqueue import Enqueuer
 from app.ingest.group import Enqueue, GroupCommit
+from app.ingest.rate import IngestRate
 from app.ingest.ratelimit import TenantLimiter
 from app.reads import routes as reads
 from app.reads.cache import ReadCache
+from app.ui import routes as ui
+from app.ui.static import Frontend, first_segments, spa_fallback
 
 
 class App(FastAPI):
@@ -92,13 +101,21 @@ def _cluster_queue(
     return enqueuer, backlog, durability
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(
+    settings: Settings | None = None, *, forecast_transport: httpx.AsyncBaseTransport | None = None
+) -> FastAPI:
+    """The API; `forecast_transport` stands in for the network to the forecaster (tests)."""
     settings = settings or get_settings()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.settings = settings
         app.state.pool = await create_pool(settings)
+        # The read routes' pool: the replica at READ_DATABASE_URL when set (else the primary).
+        app.state.read_pool = await create_read_pool(
+            settings, app.state.pool, application_name="telemetry-api"
+        )
+        app.state.read_pool.start()
         replicated = settings.required_durability == "replicated"
         enqueuer: Enqueue
         backlog: BacklogGate | ShardedBacklog
@@ -142,12 +159,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         with suppress(RedisError, OSError):
             # Read at start so the level is logged (and a refusal warned) before traffic.
             await durability.current()
-        app.state.cache = ReadCache(
-            settings.cache_max_entries,
-            ttl_recent_s=settings.cache_ttl_recent_s,
-            ttl_closed_s=settings.cache_ttl_closed_s,
-            sync_interval_s=settings.cache_sync_interval_s,
-        )
+        # One read cache per pool: each follows the refresher as its own pool shows it.
+        app.state.caches = {
+            source: ReadCache(
+                settings.cache_max_entries,
+                ttl_recent_s=settings.cache_ttl_recent_s,
+                ttl_closed_s=settings.cache_ttl_closed_s,
+                sync_interval_s=settings.cache_sync_interval_s,
+                lag=app.state.read_pool.lag_s if source == "replica" else lambda: 0.0,
+            )
+            for source in ("primary", "replica")
+        }
+        app.state.cache = app.state.caches["primary"]
         # Ingest answers 503 until Redis is back; the workers create the group too.
         try:
             for stream in app.state.streams:
@@ -167,15 +190,25 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             app.state.redis, settings.alert_channel, settings.alert_sse_queue
         )
         app.state.alert_fanout.start()
+        app.state.forecasts = create_forecast_client(settings, forecast_transport)
+        app.state.ingest_rate = IngestRate(app.state.redis, settings.ingest_rate_prefix)
+        stop = asyncio.Event()
+        rate_flush = asyncio.create_task(
+            app.state.ingest_rate.run(stop, settings.ingest_rate_flush_s), name="ingest-rate"
+        )
         try:
             yield
         finally:
             await app.state.group_commit.close()
             await app.state.alert_fanout.stop()
+            stop.set()
+            await rate_flush
+            await app.state.forecasts.aclose()
             await app.state.redis.aclose()
             if settings.redis_cluster_url:
                 await app.state.primaries.aclose()
-            await app.state.pool.close()
+            await app.state.read_pool.close()
+            await close_pool(app.state.pool)
 
     app = App(
         title="Telemetry",
@@ -183,12 +216,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
         dependencies=[Depends(check_request_params)],
     )
-    app.include_router(health.router)
-    app.include_router(ingest.router)
-    app.include_router(reads.router)
-    app.include_router(alerts.router)
-    app.include_router(generator.router)
+    routers = [health.router, ingest.router, reads.router, alerts.router, generator.router,
+               fleet.router, forecasts.router, ui.router]  # fmt: skip
+    for router in routers:
+        app.include_router(router)
+    # `/` and `/assets/` are ui routes; unmatched front-end paths reach index.html by the 404
+    # handler, never under a path an API route or the docs start with.
+    paths = [getattr(route, "path", "") for router in routers for route in router.routes]
+    docs = [app.openapi_url or "", app.docs_url or "", app.redoc_url or ""]
+    app.state.frontend = Frontend(settings.web_dist, first_segments(paths + docs))
     install_handlers(app, settings.retry_after_s)
+    app.add_exception_handler(404, spa_fallback(app.state.frontend))
     install_openapi(app, settings, [ingest.openapi_patch])
     return app
 

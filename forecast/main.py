@@ -1,7 +1,8 @@
 """The forecaster: `uvicorn forecast.main:app --port 8001`.
 
 Its own process, so statsforecast (and the seconds it costs to import) never loads in the
-API. The lifespan owns the asyncpg pool, the Redis client, the training process pool (its
+API. The lifespan owns the asyncpg pools (the primary's, and the replica's for history reads
+when READ_DATABASE_URL is set), the Redis client, the training process pool (its
 processes warmed up as they start), the in-process predictor (warmed in a thread) and the
 scheduled predicted-breach pass.
 """
@@ -15,10 +16,11 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from app.alerts.state import AlertStream
 from app.auth.service import create_tenants
-from app.core.database import create_pool
+from app.core.database import close_pool, create_pool
 from app.core.errors import install_handlers
 from app.core.params import check_request_params
 from app.core.redis import create_redis
+from app.core.replica import create_read_pool
 from app.core.settings import Settings, get_settings
 from forecast import routes
 from forecast.alerts import PredictedAlerts
@@ -42,6 +44,12 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.settings = settings
         app.state.pool = await create_pool(settings, application_name="telemetry-forecast")
+        # History reads go to the replica at READ_DATABASE_URL when set; the model store and
+        # the rules stay on the primary.
+        app.state.read_pool = await create_read_pool(
+            settings, app.state.pool, application_name="telemetry-forecast"
+        )
+        app.state.read_pool.start()
         app.state.redis = create_redis(settings)
         # The API's own notion of the caller: the same keys, the same tenant.
         app.state.tenants = create_tenants(settings, app.state.pool)
@@ -79,9 +87,10 @@ def create_app(
             await schedule
             await app.state.predictor.close()
             if owned:
-                await pool.close()
+                await close_pool(pool)
             await app.state.redis.aclose()
-            await app.state.pool.close()
+            await app.state.read_pool.close()
+            await close_pool(app.state.pool)
 
     app = FastAPI(
         title="Telemetry forecaster",

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Query, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from redis.exceptions import RedisError
 
-from app.core.deps import PoolDep, RedisDep, SettingsDep, TenantDep
+from app.core.deps import PoolDep, ReadPoolDep, RedisDep, SettingsDep, TenantDep
 from app.core.responses import errors, json_response
 from forecast import schemas, service
 from forecast.deps import PredictedAlertsDep, PredictorDep, TrainingDep
@@ -31,6 +31,7 @@ Step = Annotated[str | None, Query(description="whole minutes: 1m, 15m, 1h", max
 async def train(
     settings: SettingsDep,
     pool: PoolDep,
+    reads: ReadPoolDep,
     training: TrainingDep,
     alerts: PredictedAlertsDep,
     tenant: TenantDep,
@@ -55,7 +56,7 @@ async def train(
     step_s = parse_step(step) or settings.forecast_step_s
     lo, hi = training_window(from_, to, step_s, settings)
     answer = await service.train(
-        pool, training, alerts, settings, chosen, field, lo_us=lo, hi_us=hi, step_s=step_s
+        pool, reads, training, alerts, settings, chosen, field, lo_us=lo, hi_us=hi, step_s=step_s
     )
     return json_response(answer, 201)
 
@@ -132,7 +133,11 @@ async def healthz() -> dict[str, str]:
     responses={503: {"model": schemas.Readiness, "description": "not ready; see checks"}},
 )
 async def readyz(
-    pool: PoolDep, redis: RedisDep, training: TrainingDep, predictor: PredictorDep
+    pool: PoolDep,
+    reads: ReadPoolDep,
+    redis: RedisDep,
+    training: TrainingDep,
+    predictor: PredictorDep,
 ) -> Response:
     """Answer 200 when the database answers and the models are warm; Redis is reported."""
     checks: dict[str, Any] = {}
@@ -143,6 +148,8 @@ async def readyz(
         checks["database"] = "ok"
     except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as error:
         checks["database"] = f"error: {error.__class__.__name__}"
+    # Reported, not judged: history reads fall back to the primary.
+    checks["read_replica"] = reads.status()
     try:
         async with asyncio.timeout(2):
             await redis.ping()

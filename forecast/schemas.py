@@ -4,29 +4,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
-
-class Point(BaseModel):
-    time: str
-    forecast: float
-    lo80: float
-    hi80: float
-    lo95: float
-    hi95: float
-
-
-class Prediction(BaseModel):
-    scope: Literal["device", "site"]
-    sensor_id: str | None = None
-    site_id: str | None = None
-    metric: str
-    version: int
-    model: str
-    step: str
-    step_s: int
-    horizon: str
-    horizon_steps: int
-    trained_at: str
-    points: list[Point]
+# One shape for the forecaster and the API's proxy of it (GET /v1/forecast).
+from app.forecasts.schemas import Prediction as Prediction
 
 
 class Score(BaseModel):

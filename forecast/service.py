@@ -1,6 +1,6 @@
 """Training and prediction as the routes call them: read, fit in the pool, store, answer.
 
-One training is one read of the rollups, one job in the process pool and one transaction
+One training is one read of the rollups (on the read replica when one is configured), one job in the process pool and one transaction
 that stores the new version; the predicted-breach rules of the series are evaluated after
 the commit. A prediction reads a version's record and (on a cache miss) its artifact, and
 predicts in this process.
@@ -15,6 +15,7 @@ import numpy as np
 
 from app.core.database import transaction
 from app.core.errors import InvalidInput, NotFound, TelemetryError
+from app.core.replica import ReadPool
 from app.core.settings import Settings
 from app.core.timeparse import iso
 from forecast import history, jobs, models
@@ -33,7 +34,7 @@ from forecast.queries import (
     list_models,
     trained_steps,
 )
-from forecast.series import Gap, fingerprint
+from forecast.series import Gap, Series, fingerprint
 
 # A training record lists this many gaps; the counts cover them all.
 MAX_GAPS_LISTED = 100
@@ -128,6 +129,7 @@ def model_record(model: StoredModel) -> dict[str, Any]:
 
 async def train(
     db: asyncpg.Pool,
+    reads: ReadPool,
     training: TrainingPool,
     alerts: PredictedAlerts,
     settings: Settings,
@@ -140,11 +142,16 @@ async def train(
 ) -> dict[str, Any]:
     """Train a new version of the target's model on [lo_us, hi_us) at step_s."""
     started = time.perf_counter()
-    async with db.acquire() as conn:
+
+    async def read(conn: asyncpg.Connection) -> tuple[Series, bool]:
         series = await history.load(conn, target, lo_us, hi_us, step_s)
         observed = int(np.count_nonzero(~np.isnan(series.values)))
-        if observed == 0 and await history.readings(conn, target) == 0:
-            raise NotFound(f"{describe(target)} has sent no {target.metric!r}", field=field)
+        return series, observed == 0 and await history.readings(conn, target) == 0
+
+    # The history is a read: the replica's when one serves, the primary's otherwise.
+    series, silent = await reads.run(read)
+    if silent:
+        raise NotFound(f"{describe(target)} has sent no {target.metric!r}", field=field)
     read_s = time.perf_counter() - started
     fitted = await training.run(
         jobs.fit, series.start_us, step_s, series.values, settings.forecast_backtest_steps

@@ -19,6 +19,7 @@ started as its README says but on a local database; its stored rows are counted 
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import re
@@ -37,8 +38,9 @@ from redis.asyncio import Redis
 
 from app.core.settings import dsn, get_settings
 from app.core.streams import EventStream
+from scripts.bench import box_busy_seconds, cpu_seconds
 from scripts.schema import recreate
-from scripts.sql.bench import copy_events, copy_readings
+from scripts.sql.bench import backends, copy_events, copy_readings
 from scripts.stack import Child, Stack, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -94,6 +96,62 @@ async def drained(redis: Redis, stream: EventStream, deadline_s: float = 600) ->
     raise RuntimeError("the workers did not drain the stream")
 
 
+BACKEND_NAMES = {"telemetry-api": "postgres (api)", "telemetry-worker": "postgres (workers)"}
+
+
+def _children(pid: int) -> list[int]:
+    """The direct children of a process (uvicorn's workers under its supervisor)."""
+    try:
+        return [int(x) for x in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
+class CpuMeter:
+    """CPU seconds per component over a run (API, workers, Redis, their PostgreSQL
+    backends, the box), sampled twice a second from /proc so short-lived pids count too."""
+
+    def __init__(self, stack: Stack, url: str) -> None:
+        self.stack = stack
+        self.url = url
+        self.totals: dict[str, float] = {}
+        self._last: dict[int, float] = {}
+        self._box = box_busy_seconds()
+
+    async def _pids(self, conn: asyncpg.Connection) -> dict[int, str]:
+        pids = {}
+        for child in self.stack.children:
+            if child.running:
+                name = child.name.split("-")[0]
+                pids[child.pid] = "workers" if "worker" in child.name else name
+                for sub in _children(child.pid):
+                    pids[sub] = pids[child.pid]
+        for pid, app in await backends(conn):
+            pids[pid] = BACKEND_NAMES.get(app, "postgres (other)")
+        return pids
+
+    async def sample(self, conn: asyncpg.Connection) -> None:
+        for pid, component in (await self._pids(conn)).items():
+            seconds = cpu_seconds(pid)
+            if seconds is None:
+                continue
+            delta = seconds - self._last.get(pid, seconds)
+            self.totals[component] = self.totals.get(component, 0.0) + delta
+            self._last[pid] = seconds
+        self.totals["box"] = box_busy_seconds() - self._box
+
+    async def run(self, stop: asyncio.Event) -> None:
+        conn = await asyncpg.connect(dsn(self.url))
+        try:
+            while not stop.is_set():
+                await self.sample(conn)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), 0.5)
+            await self.sample(conn)
+        finally:
+            await conn.close()
+
+
 async def ours(
     args: argparse.Namespace,
     label: str,
@@ -116,6 +174,8 @@ async def ours(
         await stack.start_http(api)
         for index in range(2):
             stack.worker_child(f"bench-worker-{index}").start()
+        meter, stop = CpuMeter(stack, url), asyncio.Event()
+        metering = asyncio.create_task(meter.run(stop))
         result = await run_wrk(f"http://127.0.0.1:{api.port}", args.seconds, args.connections,
                                per_request)  # fmt: skip
         redis = Redis.from_url(redis_url)
@@ -123,8 +183,15 @@ async def ours(
             drain = await drained(redis, EventStream(redis, "telemetry:events", "ingest"))
         finally:
             await redis.aclose()
+            stop.set()
+            await metering
         stored = await count(url)
-    return summarize(label, per_request, result, stored, args.seconds + drain, drain)
+    run = summarize(label, per_request, result, stored, args.seconds + drain, drain)
+    # CPU microseconds per stored event, per component: where the time goes.
+    run.extra["cpu_us_per_event"] = {
+        name: round(1e6 * seconds / max(stored, 1), 1) for name, seconds in meter.totals.items()
+    }
+    return run
 
 
 def summarize(
@@ -237,7 +304,9 @@ async def ratio(args: argparse.Namespace) -> list[dict[str, float]]:
             run = await ours(args, f"{database} ratio {repeat}", args.per_request, 1, {}, url)
             raw = await raw_copy_rate(url, empty)
             row = {"database": database, "stored_s": run.stored_s, "raw_copy_s": raw,
-                   "ratio": run.stored_s / raw, "drain_s": run.extra["drain_s"]}  # fmt: skip
+                   "ratio": run.stored_s / raw, "drain_s": run.extra["drain_s"],
+                   "raw_copy_us_per_event": 1e6 / raw,
+                   "cpu_us_per_event": run.extra["cpu_us_per_event"]}  # fmt: skip
             print(json.dumps(row), flush=True)
             out.append(row)
         ratios = sorted(r["ratio"] for r in out if r["database"] == database)
@@ -291,10 +360,19 @@ def cli() -> None:
     parser.add_argument(
         "--seed004-python", default=os.environ.get("SEED004_PYTHON", sys.executable)
     )
+    parser.add_argument("--ratio", action="store_true", help="stored rate / raw COPY instead")
+    parser.add_argument("--per-request", type=int, default=100, help="events per request")
+    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--timescale-url", default=os.environ.get("TEST_TIMESCALE_URL"))
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         raise SystemExit("bench_single needs wrk (Debian: apt-get install wrk)")
     (RESULTS / "bench_single").mkdir(parents=True, exist_ok=True)
+    if args.ratio:
+        rows = asyncio.run(ratio(args))
+        (RESULTS / "bench_ratio.json").write_text(json.dumps(rows, indent=1))
+        print(f"bench_single: figures in {RESULTS / 'bench_ratio.json'}", file=sys.stderr)
+        return
     runs = asyncio.run(main(args))
     out = RESULTS / "bench_single.json"
     out.write_text(json.dumps([run.__dict__ for run in runs], indent=1))

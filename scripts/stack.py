@@ -169,6 +169,9 @@ class Stack:
         child.port = metrics_port or None
         return child
 
+    def forecaster_child(self, port: int | None = None, env: dict[str, str] | None = None) -> Child:
+        return self._uvicorn_child("forecaster", "forecast.main:app", port, env)
+
     def baseline_child(self, port: int | None = None, env: dict[str, str] | None = None) -> Child:
         return self._uvicorn_child("baseline", "scripts.baseline:app", port, env)
 

@@ -22,4 +22,5 @@ pytest_plugins = [
     "tests.fixtures.app",
     "tests.fixtures.worker",
     "tests.fixtures.cluster",
+    "tests.fixtures.replica",
 ]

@@ -1,9 +1,9 @@
 """schemathesis against the running API's own OpenAPI: no server errors, and every answer
 matches the schema published for its status.
 
-A real stack (uvicorn and a worker, as `make run` starts them) on a private port and Redis
-db, deterministic generation at a modest budget; `python -m scripts.fuzz` runs the same
-with every phase and a larger budget.
+A real stack (uvicorn, a worker and the forecaster, as `make run` starts them) on a private
+port and Redis db, deterministic generation at a modest budget; `python -m scripts.fuzz`
+runs the same with every phase and a larger budget.
 """
 
 import asyncio
@@ -61,7 +61,10 @@ async def test_the_api_answers_its_own_schema_without_server_errors(
         "LOG_LEVEL": "WARNING",
     }
     async with Stack(tmp_path, env) as stack:
-        api = stack.api_child()
+        # GET /v1/forecast proxies the forecaster: its answers are checked through the API.
+        forecaster = stack.forecaster_child()
+        await stack.start_http(forecaster, seconds=120)
+        api = stack.api_child(env={"FORECAST_URL": f"http://127.0.0.1:{forecaster.port}"})
         await stack.start_http(api)
         stack.worker_child("fuzz-worker").start()
         command = schemathesis_command(

@@ -7,7 +7,6 @@ every client is told to catch up from the stream, since Pub/Sub kept nothing mea
 """
 
 import asyncio
-import contextlib
 import logging
 from collections import deque
 from dataclasses import dataclass, field
@@ -72,11 +71,16 @@ class AlertFanout:
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="alert-fanout")
 
-    async def stop(self) -> None:
+    async def stop(self, timeout_s: float = 2.0) -> None:
+        """Cancel the listener, waiting a bounded time: redis-py's Pub/Sub can swallow a
+        cancel that lands just after SUBSCRIBE, and a shutdown must not hang on it."""
         if self._task is not None:
             self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            done, _ = await asyncio.wait({self._task}, timeout=timeout_s)
+            if not done:
+                log.warning("the alert subscription did not stop within %.1f s", timeout_s)
+            elif not self._task.cancelled() and self._task.exception() is not None:
+                log.warning("the alert subscription ended with %r", self._task.exception())
             self._task = None
 
     def clients_of(self, tenant: str) -> int:

@@ -18,7 +18,7 @@ from cachetools import TTLCache
 from app.auth import keys, queries
 from app.core.errors import Forbidden, Unauthorized
 from app.core.settings import Settings
-from app.core.tenancy import HeaderTenants, Identity, Tenants
+from app.core.tenancy import HeaderTenants, Identity, Tenants, asks_for_key
 
 log = logging.getLogger("app.auth")
 
@@ -84,7 +84,7 @@ class KeyTenants:
 
 def create_tenants(settings: Settings, pool: asyncpg.Pool) -> Tenants:
     """The app's `Tenants`, by the settings (see app/core/tenancy.py)."""
-    if settings.auth_disabled or settings.trusted_tenant_header:
+    if not asks_for_key(settings):
         if settings.auth_disabled:
             log.warning(
                 "AUTH_DISABLED=true: every request is tenant %r, no key asked (local demos only)",

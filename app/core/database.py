@@ -5,6 +5,7 @@ its COPY and binary protocol anyway, and one driver means one set of types, erro
 pooling rules. SQLAlchemy stays for Alembic only.
 """
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -14,15 +15,21 @@ from app.core.settings import Settings, dsn
 
 
 async def create_pool(
-    settings: Settings, *, application_name: str = "telemetry-api", max_size: int = 10
+    settings: Settings,
+    *,
+    application_name: str = "telemetry-api",
+    max_size: int = 10,
+    url: str | None = None,
+    connect_timeout_s: float = 5,
 ) -> asyncpg.Pool:
     """A lazy pool: no connection is opened until a request needs one, so the API starts
-    (and answers 503) while the database is still down."""
+    (and answers 503) while the database is still down. `url` defaults to DATABASE_URL (the
+    read pool passes READ_DATABASE_URL)."""
     pool: asyncpg.Pool = await asyncpg.create_pool(
-        dsn(settings.database_url),
+        dsn(url or settings.database_url),
         min_size=0,
         max_size=max_size,
-        timeout=5,
+        timeout=connect_timeout_s,
         command_timeout=settings.statement_timeout_ms / 1000 or None,
         server_settings={
             "application_name": application_name,
@@ -30,6 +37,15 @@ async def create_pool(
         },
     )
     return pool
+
+
+async def close_pool(pool: asyncpg.Pool, timeout_s: float = 5.0) -> None:
+    """Close gracefully, then terminate: a connection stuck behind a lock or a dead server
+    must not hold a shutdown (or a test's teardown) forever."""
+    try:
+        await asyncio.wait_for(pool.close(), timeout=timeout_s)
+    except TimeoutError:
+        pool.terminate()
 
 
 @asynccontextmanager

@@ -95,3 +95,17 @@ QUEUE_DURABILITY = Gauge(
 TENANT_LIMITED = Counter(
     "telemetry_tenant_rate_limited_total", "Ingest requests refused for a tenant's rate", ["tenant"]
 )
+
+# Reads from a replica (app/core/replica.py).
+REPLICA_LAG = Gauge(
+    "telemetry_read_replica_lag_seconds",
+    "The read replica's replay lag at the last probe (NaN when it did not answer)",
+)
+REPLICA_IN_USE = Gauge(
+    "telemetry_read_replica_in_use", "1 while reads go to the replica, 0 while to the primary"
+)
+REPLICA_FALLBACKS = Counter(
+    "telemetry_read_replica_fallbacks_total",
+    "Moves of the reads from the replica to the primary",
+    ["reason"],
+)

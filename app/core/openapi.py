@@ -21,14 +21,16 @@ def operations(schema: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def limit_parameters(schema: dict[str, Any], settings: Settings) -> None:
-    """`limit` and `size` take 1 to READ_MAX_LIMIT wherever they appear."""
+    """`limit` and `size` take 1 to READ_MAX_LIMIT wherever they appear with no bounds of
+    their own."""
     for operation in operations(schema):
         for parameter in operation.get("parameters", []):
             if parameter["name"] in ("limit", "size"):
                 target = parameter["schema"]
                 for option in target.get("anyOf", [target]):
                     if option.get("type") == "integer":
-                        option.update(minimum=1, maximum=settings.read_max_limit)
+                        option.setdefault("minimum", 1)
+                        option.setdefault("maximum", settings.read_max_limit)
 
 
 def install_openapi(app: FastAPI, settings: Settings, patches: Sequence[Patch]) -> None:

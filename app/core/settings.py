@@ -1,6 +1,7 @@
 """The one settings object, read from the environment."""
 
 from functools import lru_cache
+from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, field_validator
@@ -34,6 +35,9 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_file=".env", extra="ignore")
 
     database_url: str = "postgresql://postgres@127.0.0.1:5432/telemetry"
+    # A streaming replica for the read API and the forecaster's history (app/core/replica.py);
+    # unset, every read goes to DATABASE_URL. Writes always go to DATABASE_URL.
+    read_database_url: str | None = None
     redis_url: str = "redis://127.0.0.1:6379/0"
     # Redis Cluster (app/core/shards.py): startup nodes, comma-separated ("redis://h:p,h:p").
     # Empty: the single Redis at REDIS_URL, as before. Set: the ingest stream is STREAM_SHARDS
@@ -151,6 +155,14 @@ class Settings(BaseSettings):
     # The stated bound: a late reading shows in every answer, cached or not, within this.
     late_data_bound_s: float = Field(default=30.0, gt=0)
     refresh_log_keep_s: float = Field(default=3600.0, gt=0)
+    # Reads from READ_DATABASE_URL: its replay lag is sampled every READ_REPLICA_SAMPLE_S;
+    # above READ_REPLICA_MAX_LAG_S (or unreachable) reads go to the primary, and come back
+    # once the lag is under half the bound; an unreachable replica is re-checked every
+    # READ_REPLICA_RECHECK_S. The probe and a replica connection give up after the timeout.
+    read_replica_max_lag_s: float = Field(default=30.0, gt=0)
+    read_replica_sample_s: float = Field(default=1.0, gt=0)
+    read_replica_recheck_s: float = Field(default=5.0, gt=0)
+    read_replica_timeout_s: float = Field(default=2.0, gt=0)
 
     # Alerts (issue 4): add alert settings below this line.
     alert_rules_channel: str = "telemetry:alerts:rules"
@@ -193,14 +205,30 @@ class Settings(BaseSettings):
     forecast_mp_context: Literal["spawn", "forkserver"] = "spawn"
     # Trainings waiting for a process beyond this are refused (429) rather than queued.
     forecast_max_queued: int = Field(default=8, ge=1)
-    # The dashboard (served by the API) calls the forecaster from the browser.
+    # Origins that may call the forecaster from a browser directly (the dashboard goes
+    # through the API's GET /v1/forecast proxy instead).
     forecast_cors_origins: str = "http://127.0.0.1:8000,http://localhost:8000"
     forecast_alert_interval_s: float = Field(default=60.0, gt=0)
     forecast_alert_state_prefix: str = "telemetry:alert-predicted"
 
-    @field_validator("database_url")
+    # Dashboard (issue 12): add dashboard settings below this line.
+    # The forecaster the API proxies GET /v1/forecast to (the API never imports forecast/).
+    forecast_url: str = "http://127.0.0.1:8001"
+    forecast_timeout_s: float = Field(default=10.0, gt=0)
+    # The built front end served at / (`make install` builds it).
+    web_dist: Path = Path(__file__).resolve().parents[2] / "web" / "dist"
+    ui_max_points: int = Field(default=2000, ge=1)
+    # Events accepted per second, fleet-wide: each API process adds what it accepted to
+    # per-second counters in Redis every flush; GET /v1/pipeline averages the window.
+    ingest_rate_prefix: str = "telemetry:ingest:accepted"
+    ingest_rate_flush_s: float = Field(default=1.0, gt=0)
+    ingest_rate_window_s: int = Field(default=30, ge=1, le=600)
+
+    @field_validator("database_url", "read_database_url")
     @classmethod
-    def _check_database_url(cls, value: str) -> str:
+    def _check_database_url(cls, value: str | None) -> str | None:
+        if not value:
+            return None  # READ_DATABASE_URL= (empty) is unset
         async_url(value)
         return value
 

@@ -78,6 +78,15 @@ return {0, 0, '', '', 0}
 class Backlog:
     entries: int
     oldest_age_s: float
+    # The stream's length (entries kept, acknowledged or not), from the same snapshot.
+    length: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Consumer:
+    name: str
+    pending: int
+    idle_ms: int
 
 
 class EventStream:
@@ -108,4 +117,18 @@ class EventStream:
         if oldest:
             first_ms = min(parse_id(entry)[0] for entry in oldest)
             age = max(0.0, time.time() - first_ms / 1000)
-        return Backlog(pending + waiting, age)
+        return Backlog(pending + waiting, age, int(length))
+
+    async def consumers(self) -> list[Consumer]:
+        """The group's consumers with their pending entries and idle time; none when the
+        stream or the group does not exist yet."""
+        try:
+            reply: Any = await self.redis.xinfo_consumers(self.stream, self.group)
+        except ResponseError as error:
+            if "NOGROUP" in str(error) or "no such key" in str(error):
+                return []
+            raise
+        return [
+            Consumer(text(c["name"]), int(c["pending"]), int(c["idle"]))
+            for c in sorted(reply, key=lambda c: text(c["name"]))
+        ]

@@ -31,6 +31,11 @@ class Tenants(Protocol):
     async def identify(self, headers: Mapping[str, str]) -> Identity: ...
 
 
+def asks_for_key(settings: Settings) -> bool:
+    """Whether callers must present an API key (neither AUTH_DISABLED nor a trusted header)."""
+    return not (settings.auth_disabled or settings.trusted_tenant_header)
+
+
 def tenant_of(headers: Mapping[str, str], settings: Settings) -> str:
     """The `X-Tenant-ID` header, checked (default DEFAULT_TENANT)."""
     value = headers.get("x-tenant-id")

@@ -1,23 +1,24 @@
-"""Liveness, readiness and Prometheus metrics."""
+"""Liveness, readiness, Prometheus metrics and the pipeline summary of the dashboard."""
 
 import asyncio
 from contextlib import suppress
 from typing import Any, Literal
 
 import asyncpg
-import orjson
 from fastapi import APIRouter, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from app.core.deps import PoolDep, RedisDep, SettingsDep
+from app.core.deps import PoolDep, ReadPoolDep, RedisDep, SettingsDep, TenantDep
 from app.core.metrics import DEAD_LETTER_ENTRIES
-from app.core.responses import json_response
+from app.core.responses import errors, json_response
 from app.core.shards import all_shards
+from app.health import schemas
+from app.health.pipeline import pipeline as pipeline_state
+from app.health.workers import live_workers
 from app.ingest.backpressure import ShardedBacklog
-from app.ingest.deps import GateDep
+from app.ingest.deps import GateDep, RateDep
 
 router = APIRouter(tags=["health"])
 
@@ -33,27 +34,16 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-async def _workers(redis: Redis, prefix: str) -> dict[str, str]:
-    """Each live worker's health key: "ok", or the fault it is waiting out. Reported, not
-    judged: a stuck worker does not stop this API process from accepting events."""
-    found: dict[str, str] = {}
-    async for key in redis.scan_iter(match=f"{prefix}:*", count=200):
-        raw = await redis.get(key)
-        if raw is None:
-            continue
-        body = orjson.loads(raw)
-        status = "ok" if body["status"] == "ok" else f"fault: {body['fault']}: {body['detail']}"
-        found[str(body["name"])] = status
-    return dict(sorted(found.items()))
-
-
 @router.get(
     "/readyz",
     response_model=Readiness,
     responses={503: {"model": Readiness, "description": "the database or Redis does not answer"}},
 )
-async def readyz(pool: PoolDep, redis: RedisDep, gate: GateDep, settings: SettingsDep) -> Response:
-    """Answer 200 when the database and Redis answer; the backlog is reported, not judged."""
+async def readyz(
+    pool: PoolDep, reads: ReadPoolDep, redis: RedisDep, gate: GateDep, settings: SettingsDep
+) -> Response:
+    """Answer 200 when the database and Redis answer; the backlog and the read replica are
+    reported, not judged (reads fall back to the primary)."""
     checks: dict[str, Any] = {}
     try:
         async with asyncio.timeout(2):
@@ -62,6 +52,7 @@ async def readyz(pool: PoolDep, redis: RedisDep, gate: GateDep, settings: Settin
         checks["database"] = "ok"
     except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as error:
         checks["database"] = f"error: {error.__class__.__name__}"
+    checks["read_replica"] = reads.status()
     try:
         async with asyncio.timeout(2):
             await redis.ping()
@@ -96,7 +87,7 @@ async def readyz(pool: PoolDep, redis: RedisDep, gate: GateDep, settings: Settin
                 }
                 for gate, b in zip(limits.gates, each, strict=True)
             }
-        checks["workers"] = await _workers(redis, settings.worker_health_prefix)
+        checks["workers"] = await live_workers(redis, settings.worker_health_prefix)
     except (RedisError, OSError, TimeoutError) as error:
         checks["redis"] = f"error: {error.__class__.__name__}"
     # A backlog is what backpressure (429) is for: readiness is "can serve", so a burst does
@@ -121,3 +112,17 @@ async def metrics(gate: GateDep, redis: RedisDep, settings: SettingsDep) -> Resp
             dead = [settings.dead_letter_stream]
         DEAD_LETTER_ENTRIES.set(sum([await redis.xlen(stream) for stream in dead]))
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+
+@router.get("/v1/pipeline", response_model=schemas.Pipeline, responses=errors(401, 403, 503))
+async def pipeline(
+    settings: SettingsDep,
+    redis: RedisDep,
+    pool: PoolDep,
+    gate: GateDep,
+    rate: RateDep,
+    tenant: TenantDep,
+) -> Response:
+    """Ingest rate, queue, consumers, dead letters, rollup lag and workers (fleet-wide)."""
+    answer = await pipeline_state(settings, redis, pool, gate.backlog, rate)
+    return json_response(answer)

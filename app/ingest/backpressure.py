@@ -86,7 +86,11 @@ class ShardedBacklog:
 
     async def current(self) -> Backlog:
         each = await self.shards()
-        total = Backlog(sum(b.entries for b in each), max(b.oldest_age_s for b in each))
+        total = Backlog(
+            sum(b.entries for b in each),
+            max(b.oldest_age_s for b in each),
+            sum(b.length for b in each),
+        )
         BACKLOG_ENTRIES.set(total.entries)
         BACKLOG_AGE.set(total.oldest_age_s)
         return total

@@ -6,6 +6,7 @@ from fastapi import Depends, Request
 
 from app.ingest.admission import Admission
 from app.ingest.group import GroupCommit
+from app.ingest.rate import IngestRate
 
 
 async def _group(request: Request) -> GroupCommit:
@@ -20,3 +21,11 @@ async def _gate(request: Request) -> Admission:
 
 GroupDep = Annotated[GroupCommit, Depends(_group)]
 GateDep = Annotated[Admission, Depends(_gate)]
+
+
+async def _rate(request: Request) -> IngestRate:
+    rate: IngestRate = request.app.state.ingest_rate
+    return rate
+
+
+RateDep = Annotated[IngestRate, Depends(_rate)]

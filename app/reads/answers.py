@@ -1,7 +1,8 @@
 """Aggregate answers: bounded, checked against the invariants, shaped, served via the cache.
 
-Each answer carries `as_of` (when it was computed) and `staleness_bound_s` (every reading
-committed longer ago than that is reflected in it); see ENGINEERING_NOTES.md.
+Each answer carries `as_of` (when it was computed, moved back by the replica's lag when read
+there) and `staleness_bound_s` (every reading committed longer ago than that is reflected in
+it, widened by that lag); see ENGINEERING_NOTES.md and docs/reads.md.
 """
 
 import time
@@ -212,12 +213,16 @@ async def serve(
     if entry is None:
         generation = cache.generation
         closed = cache.closed(span[1])
+        # Read from a replica, the answer holds what the primary held `lag` seconds ago.
+        lag = cache.lag()
         body = await compute(conn)
-        body["as_of"] = iso(int(time.time() * 1000) * 1000)
+        body["as_of"] = iso(int((time.time() - lag) * 1000) * 1000)
         # orjson writes the bucket datetimes (ISO 8601, Z) far faster than Python does.
-        entry = Entry(orjson.dumps(body, option=orjson.OPT_UTC_Z), span[0], span[1], closed)
+        body_bytes = orjson.dumps(body, option=orjson.OPT_UTC_Z)
+        entry = Entry(body_bytes, span[0], span[1], closed, round(lag, 3))
         cache.put(key, entry, generation)
-    # The bound is the refresher's state now, so a kept answer is stamped when served.
-    bound = _staleness(settings, cache, span[0], int(time.time() * US))
-    stamped = entry.body[:-1] + b',"staleness_bound_s":' + orjson.dumps(bound) + b"}"
+    # The bound is the refresher's state now, so a kept answer is stamped when served; a
+    # replica's answer adds the lag it was read at.
+    bound = _staleness(settings, cache, span[0], int(time.time() * US)) + entry.lag_s
+    stamped = entry.body[:-1] + b',"staleness_bound_s":' + orjson.dumps(round(bound, 3)) + b"}"
     return Response(stamped, media_type="application/json")

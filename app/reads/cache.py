@@ -36,6 +36,8 @@ class Entry:
     lo_us: int
     hi_us: int
     closed: bool
+    # How far behind the primary the pool it was read from was (0 on the primary).
+    lag_s: float = 0.0
 
 
 class ReadCache:
@@ -47,7 +49,11 @@ class ReadCache:
         ttl_closed_s: float,
         sync_interval_s: float,
         timer: Callable[[], float] = time.monotonic,
+        lag: Callable[[], float] = lambda: 0.0,
     ) -> None:
+        """`lag`: the replay lag of the pool this cache's answers are read from (a replica's
+        cache; app/core/replica.py), which widens their staleness bound."""
+        self.lag = lag
         self.ttl_recent_s = ttl_recent_s
         self.ttl_closed_s = ttl_closed_s
         self.sync_interval_s = sync_interval_s

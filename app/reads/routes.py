@@ -11,9 +11,10 @@ from typing import Annotated, Any
 import asyncpg
 from fastapi import APIRouter, Query, Response
 
-from app.core.deps import ConnectionDep, SettingsDep, TenantDep
+from app.core.deps import ReadConnectionDep, SettingsDep, TenantDep
 from app.core.errors import InvalidInput, NotFound
 from app.core.params import check_limit, decode_cursor, encode_cursor, parse_interval, parse_range
+from app.core.replica import ReplicaFallbackRoute
 from app.core.responses import errors, json_response
 from app.core.settings import Settings
 from app.core.timeparse import US, iso
@@ -23,7 +24,12 @@ from app.reads.aggregates import Scope, Selection
 from app.reads.deps import CacheDep
 from app.reads.queries import EventRow
 
-router = APIRouter(tags=["reads"], responses=errors(401, 403, 404, 422, 503))
+# Reads go to the replica when one is configured; a read it fails runs again on the primary.
+router = APIRouter(
+    tags=["reads"],
+    responses=errors(401, 403, 404, 422, 503),
+    route_class=ReplicaFallbackRoute,
+)
 
 
 MINUTE_US = 60 * US
@@ -49,7 +55,7 @@ def _limit(value: int | None, settings: Settings) -> int:
 @router.get("/v1/devices/{device_id}/events", response_model=schemas.DeviceEvents)
 async def device_events(
     device_id: str,
-    conn: ConnectionDep,
+    conn: ReadConnectionDep,
     settings: SettingsDep,
     tenant: TenantDep,
     from_time: str | None = None,
@@ -77,7 +83,7 @@ async def device_events(
 @router.get("/sensors/{sensor_id}/recent", response_model=schemas.SensorRecent)
 async def sensor_recent(
     sensor_id: str,
-    conn: ConnectionDep,
+    conn: ReadConnectionDep,
     settings: SettingsDep,
     tenant: TenantDep,
     limit: int | None = None,
@@ -91,7 +97,7 @@ async def sensor_recent(
 
 @router.get("/v1/events", response_model=schemas.EventPage)
 async def list_events(
-    conn: ConnectionDep,
+    conn: ReadConnectionDep,
     settings: SettingsDep,
     tenant: TenantDep,
     page: int = 1,
@@ -121,7 +127,7 @@ async def list_events(
 
 
 @router.get("/v1/devices/{device_id}/status", response_model=schemas.DeviceStatus)
-async def device_status(device_id: str, conn: ConnectionDep, tenant: TenantDep) -> Response:
+async def device_status(device_id: str, conn: ReadConnectionDep, tenant: TenantDep) -> Response:
     """The latest value of each metric of a device (the hot status table)."""
     rows = await reads.device_status(conn, tenant, device_id)
     if not rows:
@@ -139,7 +145,7 @@ async def device_status(device_id: str, conn: ConnectionDep, tenant: TenantDep) 
 
 @router.get("/v1/search", response_model=schemas.SearchResult)
 async def search(
-    conn: ConnectionDep,
+    conn: ReadConnectionDep,
     settings: SettingsDep,
     tenant: TenantDep,
     tag: Annotated[list[str], Query(min_length=1)],
@@ -187,7 +193,7 @@ def _recent(
 
 @router.get("/v1/metrics/aggregate", response_model=schemas.Aggregate)
 async def metric_aggregate(
-    conn: ConnectionDep,
+    conn: ReadConnectionDep,
     settings: SettingsDep,
     tenant: TenantDep,
     cache: CacheDep,
@@ -215,7 +221,7 @@ async def metric_aggregate(
 @router.get("/sites/{site_id}/agg", response_model=schemas.SiteEnergy)
 async def site_agg(
     site_id: str,
-    conn: ConnectionDep,
+    conn: ReadConnectionDep,
     settings: SettingsDep,
     tenant: TenantDep,
     cache: CacheDep,
@@ -243,7 +249,7 @@ async def site_agg(
 
 @router.get("/v1/analytics/efficiency", response_model=schemas.Efficiency)
 async def efficiency(
-    conn: ConnectionDep,
+    conn: ReadConnectionDep,
     settings: SettingsDep,
     tenant: TenantDep,
     cache: CacheDep,

@@ -35,6 +35,8 @@ from workers.database import Database
 PUBLIC = {
     ("GET", "/healthz"), ("GET", "/readyz"), ("GET", "/metrics"), ("GET", "/openapi.json"),
     ("GET", "/docs"), ("GET", "/docs/oauth2-redirect"), ("GET", "/redoc"),
+    # Says how to sign in to anyone; the tenant's part only for a valid key (tests/ui/).
+    ("GET", "/v1/ui/config"),
 }  # fmt: skip
 HOUR = timedelta(hours=1)
 HOURS = 72
@@ -172,6 +174,38 @@ async def _efficiency(w: World) -> None:
     assert ok(await w.b.get(url))["status"] == "NO_DATA"
 
 
+@case("GET", "/v1/devices")
+async def _devices(w: World) -> None:
+    own = {d["device_id"]: d for d in ok(await w.a.get("/v1/devices?q=DA"))["devices"]}
+    assert own["dA"]["site_id"] == "sA" and "kwhDeliveredDc" in own["dA"]["metrics"]
+    # B's own "dA" (its writes above), with B's site and values only.
+    other = ok(await w.b.get("/v1/devices?q=DA"))["devices"]
+    assert [(d["device_id"], d["site_id"]) for d in other] == [("dA", "s1")]
+    assert set(other[0]["metrics"]) == {"power_w"}
+
+
+@case("GET", "/v1/sites")
+async def _sites(w: World) -> None:
+    assert ok(await w.a.get("/v1/sites?q=sa"))["sites"] == [{"site_id": "sA", "devices": 1}]
+    assert ok(await w.b.get("/v1/sites?q=sa"))["sites"] == []
+
+
+@case("GET", "/v1/pipeline")
+async def _pipeline(w: World) -> None:
+    # Fleet-wide by design (one stream, group and rollup for all): nothing of A's in it.
+    answer = await w.b.get("/v1/pipeline")
+    assert ok(answer)["stream"]["name"] == w.settings.stream
+    assert not any(secret in answer.text for secret in ('"ta"', "sA", "dA", "secret-a"))
+
+
+@case("GET", "/v1/forecast")
+async def _forecast(w: World) -> None:
+    # The API passes each caller's key on to the forecaster, which answers for its tenant.
+    assert ok(await w.a.get("/v1/forecast?device_id=dA&horizon=3h"))["points"]
+    refused = await w.b.get("/v1/forecast?device_id=dA&horizon=3h")
+    assert refused.status_code == 404, refused.text
+
+
 @case("POST", "/v1/alerts")
 async def _create_rule(w: World) -> None:
     made = ok(
@@ -299,8 +333,8 @@ async def apps(
     key_settings: Settings, training_pool: TrainingPool, redis: Redis, db: asyncpg.Connection
 ) -> AsyncIterator[tuple[FastAPI, FastAPI]]:
     await db.execute("TRUNCATE forecast_models, api_keys")
-    api = create_api(key_settings)
     forecaster = create_forecaster(key_settings, training=training_pool)
+    api = create_api(key_settings, forecast_transport=httpx.ASGITransport(app=forecaster))
     async with api.router.lifespan_context(api), forecaster.router.lifespan_context(forecaster):
         yield api, forecaster
 
