@@ -18,7 +18,7 @@ from app.core.durability import Durability, probe_masters
 from app.core.errors import install_handlers, queue_unavailable
 from app.core.openapi import install_openapi
 from app.core.params import check_request_params
-from app.core.redis import Primaries, as_redis, create_cluster, create_redis
+from app.core.redis import Primaries, as_redis, create_cluster, create_redis, initialize
 from app.core.replica import create_read_pool
 from app.core.settings import Settings, get_settings
 from app.core.shards import all_shards
@@ -61,6 +61,7 @@ def _cluster_queue(
     with its backlog gate; durability is the weakest master's."""
     cluster = create_cluster(settings)
     app.state.redis = as_redis(cluster)
+    app.state.cluster = cluster
     app.state.primaries = primaries = Primaries(cluster)
     shards = all_shards(settings)
     app.state.streams = [EventStream(app.state.redis, s.stream, settings.group) for s in shards]
@@ -121,6 +122,7 @@ def create_app(
         backlog: BacklogGate | ShardedBacklog
         if settings.redis_cluster_url:
             enqueuer, backlog, durability = _cluster_queue(app, settings)
+            await initialize(app.state.cluster)
         else:
             app.state.redis = create_redis(settings)
             app.state.stream = EventStream(app.state.redis, settings.stream, settings.group)

@@ -22,7 +22,7 @@ from typing import Any
 import orjson
 from redis.asyncio import Redis
 
-from app.core.redis import Primaries, create_cluster
+from app.core.redis import Primaries, create_cluster, initialize
 from app.core.settings import Settings
 from app.core.shards import all_shards
 from app.ingest.cluster import ShardedEnqueuer
@@ -93,6 +93,7 @@ async def sharded(
 ) -> tuple[float, float, str]:
     settings = Settings(redis_cluster_url=cluster.url, stream_shards=shards)
     client = create_cluster(settings)
+    await initialize(client)
     primaries = Primaries(client)
     try:
         await client.initialize()

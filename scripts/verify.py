@@ -29,7 +29,7 @@ import orjson
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from app.core.redis import as_redis, create_cluster
+from app.core.redis import as_redis, create_cluster, initialize
 from app.core.settings import Settings, dsn, get_settings
 from app.core.shards import all_shards
 from app.core.streams import text
@@ -285,7 +285,9 @@ async def wait_drained(
     streams = [settings.stream]
     if settings.redis_cluster_url:
         # Every shard's stream, each with its own group (app/core/shards.py).
-        redis = as_redis(create_cluster(settings))
+        cluster = create_cluster(settings)
+        await initialize(cluster)
+        redis = as_redis(cluster)
         streams = [shard.stream for shard in all_shards(settings)]
     else:
         redis = Redis.from_url(settings.redis_url, socket_connect_timeout=2, socket_timeout=5)

@@ -14,7 +14,7 @@ from prometheus_client import start_http_server
 from redis.exceptions import RedisError
 
 from app.core.durability import probe, probe_masters
-from app.core.redis import Primaries, as_redis, create_cluster, create_redis
+from app.core.redis import Primaries, as_redis, create_cluster, create_redis, initialize
 from app.core.settings import get_settings
 from app.core.shards import assigned
 from workers.alerts import Alerts
@@ -33,6 +33,8 @@ async def main(burst: bool, name: str, metrics_port: int) -> None:
     if metrics_port:
         start_http_server(metrics_port, addr="127.0.0.1")
     cluster = create_cluster(settings) if settings.redis_cluster_url else None
+    if cluster is not None:
+        await initialize(cluster)
     redis = as_redis(cluster) if cluster is not None else create_redis(settings)
     primaries = Primaries(cluster) if cluster is not None else None
     replicated = settings.required_durability == "replicated"

@@ -2,13 +2,14 @@
 
 import asyncio
 import time
+from contextlib import suppress
 from typing import cast
 
 from redis.asyncio import Redis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff, NoBackoff
-from redis.exceptions import RedisClusterException
+from redis.exceptions import RedisClusterException, RedisError
 
 from app.core.settings import Settings
 from app.core.shards import startup_nodes
@@ -38,6 +39,15 @@ def create_cluster(settings: Settings) -> RedisCluster:
         socket_timeout=10,
         retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 3),
     )  # fmt: skip
+
+
+async def initialize(cluster: RedisCluster) -> None:
+    """Read the topology once, before any concurrent use. redis-py 8.1 initialises a cold
+    client on its first commands, and several tasks doing that at once break each other's
+    connections ("Connection lost", then `_writer` None: reproduced with 24 tasks on a cold
+    client, never after one initialize()). Unreachable now: left to the first command."""
+    with suppress(RedisError, RedisClusterException, OSError):
+        await cluster.initialize()
 
 
 def as_redis(cluster: RedisCluster) -> Redis:

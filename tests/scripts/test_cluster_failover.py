@@ -18,7 +18,7 @@ import pytest
 from fastapi import FastAPI
 from redis.asyncio.cluster import RedisCluster
 
-from app.core.redis import as_redis, create_cluster
+from app.core.redis import as_redis, create_cluster, initialize
 from app.core.settings import Settings
 from app.core.shards import all_shards, assigned
 from app.main import create_app
@@ -58,6 +58,7 @@ async def test_a_master_killed_under_load_loses_nothing(
         }
     )
     client: RedisCluster = create_cluster(cluster_settings)
+    await initialize(client)
     app: FastAPI = create_app(cluster_settings)
     workers = ShardedWorker(
         cluster_settings, as_redis(client), assigned(cluster_settings), name="w"
