@@ -48,8 +48,9 @@ format: $(STAMP)
 test: $(STAMP) web-test
 	$(PY) -m scripts.services exec -- $(PY) -m pytest $(PYTEST_ARGS)
 
+# CLUSTER=1: the queue on a local Redis Cluster (3 masters + 3 replicas, scripts/cluster.py).
 run: $(STAMP)
-	$(PY) -m scripts.dev
+	$(PY) -m scripts.dev $(if $(filter-out 0,$(CLUSTER)),--cluster)
 
 migrate: $(STAMP)
 	$(PY) -m scripts.services up

@@ -14,12 +14,14 @@ from app.alerts.fanout import AlertFanout
 from app.alerts.state import AlertStream
 from app.auth.service import create_tenants
 from app.core.database import close_pool, create_pool
+from app.core.durability import Durability, probe_masters
 from app.core.errors import install_handlers, queue_unavailable
 from app.core.openapi import install_openapi
 from app.core.params import check_request_params
-from app.core.redis import create_redis
+from app.core.redis import Primaries, as_redis, create_cluster, create_redis, initialize
 from app.core.replica import create_read_pool
 from app.core.settings import Settings, get_settings
+from app.core.shards import all_shards
 from app.core.streams import EventStream
 from app.fleet import routes as fleet
 from app.forecasts import routes as forecasts
@@ -29,9 +31,10 @@ from app.health import routes as health
 from app.ingest import lean
 from app.ingest import routes as ingest
 from app.ingest.admission import Admission, DurabilityGate
-from app.ingest.backpressure import BacklogGate
+from app.ingest.backpressure import BacklogGate, ShardedBacklog
+from app.ingest.cluster import ShardedEnqueuer
 from app.ingest.enqueue import Enqueuer
-from app.ingest.group import GroupCommit
+from app.ingest.group import Enqueue, GroupCommit
 from app.ingest.rate import IngestRate
 from app.ingest.ratelimit import TenantLimiter
 from app.reads import routes as reads
@@ -51,6 +54,54 @@ class App(FastAPI):
         await super().__call__(scope, receive, send)
 
 
+def _cluster_queue(
+    app: FastAPI, settings: Settings
+) -> tuple[ShardedEnqueuer, ShardedBacklog, DurabilityGate]:
+    """The ingest queue on Redis Cluster (REDIS_CLUSTER_URL): one stream per shard, each
+    with its backlog gate; durability is the weakest master's."""
+    cluster = create_cluster(settings)
+    app.state.redis = as_redis(cluster)
+    app.state.cluster = cluster
+    app.state.primaries = primaries = Primaries(cluster)
+    shards = all_shards(settings)
+    app.state.streams = [EventStream(app.state.redis, s.stream, settings.group) for s in shards]
+    backlog = ShardedBacklog(
+        [
+            BacklogGate(
+                stream,
+                max_entries=settings.backlog_max_entries,
+                max_age_s=settings.backlog_max_age_s,
+                interval_s=settings.backlog_check_interval_s,
+                retry_after_s=settings.retry_after_s,
+                label=shard.label,
+            )
+            for shard, stream in zip(shards, app.state.streams, strict=True)
+        ]
+    )
+    replicated = settings.required_durability == "replicated"
+    enqueuer = ShardedEnqueuer(
+        cluster,
+        primaries,
+        shards,
+        backlog=backlog,
+        replica_wait_ms=settings.replica_wait_ms if replicated else None,
+        retry_after_s=settings.retry_after_s,
+    )
+
+    async def weakest() -> Durability:
+        return await probe_masters(await primaries.masters(), replicated=replicated)
+
+    durability = DurabilityGate(
+        app.state.redis,
+        required=settings.required_durability,
+        allow_volatile=settings.allow_volatile_queue,
+        interval_s=settings.durability_check_interval_s,
+        retry_after_s=settings.retry_after_s,
+        prober=weakest,
+    )
+    return enqueuer, backlog, durability
+
+
 def create_app(
     settings: Settings | None = None, *, forecast_transport: httpx.AsyncBaseTransport | None = None
 ) -> FastAPI:
@@ -66,35 +117,43 @@ def create_app(
             settings, app.state.pool, application_name="telemetry-api"
         )
         app.state.read_pool.start()
-        app.state.redis = create_redis(settings)
-        app.state.stream = EventStream(app.state.redis, settings.stream, settings.group)
         replicated = settings.required_durability == "replicated"
-        app.state.enqueuer = Enqueuer(
-            app.state.redis,
-            settings.stream,
-            settings.dedupe_prefix,
-            replica_wait_ms=settings.replica_wait_ms if replicated else None,
-            retry_after_s=settings.retry_after_s,
-        )
+        enqueuer: Enqueue
+        backlog: BacklogGate | ShardedBacklog
+        if settings.redis_cluster_url:
+            enqueuer, backlog, durability = _cluster_queue(app, settings)
+            await initialize(app.state.cluster)
+        else:
+            app.state.redis = create_redis(settings)
+            app.state.stream = EventStream(app.state.redis, settings.stream, settings.group)
+            app.state.streams = [app.state.stream]
+            enqueuer = Enqueuer(
+                app.state.redis,
+                settings.stream,
+                settings.dedupe_prefix,
+                replica_wait_ms=settings.replica_wait_ms if replicated else None,
+                retry_after_s=settings.retry_after_s,
+            )
+            backlog = BacklogGate(
+                app.state.stream,
+                max_entries=settings.backlog_max_entries,
+                max_age_s=settings.backlog_max_age_s,
+                interval_s=settings.backlog_check_interval_s,
+                retry_after_s=settings.retry_after_s,
+            )
+            durability = DurabilityGate(
+                app.state.redis,
+                required=settings.required_durability,
+                allow_volatile=settings.allow_volatile_queue,
+                interval_s=settings.durability_check_interval_s,
+                retry_after_s=settings.retry_after_s,
+            )
+        app.state.enqueuer = enqueuer
         app.state.group_commit = GroupCommit(
-            app.state.enqueuer,
+            enqueuer,
             window_s=settings.group_window_ms / 1000,
             max_events=settings.group_max_events,
             dedupe_window_s=settings.dedupe_window_s,
-        )
-        backlog = BacklogGate(
-            app.state.stream,
-            max_entries=settings.backlog_max_entries,
-            max_age_s=settings.backlog_max_age_s,
-            interval_s=settings.backlog_check_interval_s,
-            retry_after_s=settings.retry_after_s,
-        )
-        durability = DurabilityGate(
-            app.state.redis,
-            required=settings.required_durability,
-            allow_volatile=settings.allow_volatile_queue,
-            interval_s=settings.durability_check_interval_s,
-            retry_after_s=settings.retry_after_s,
         )
         limiter = TenantLimiter(settings.tenant_rate_eps, settings.tenant_burst)
         app.state.gate = Admission(durability, backlog, limiter)
@@ -116,7 +175,8 @@ def create_app(
         app.state.cache = app.state.caches["primary"]
         # Ingest answers 503 until Redis is back; the workers create the group too.
         try:
-            await app.state.stream.ensure_group()
+            for stream in app.state.streams:
+                await stream.ensure_group()
         except RedisError as error:
             if not queue_unavailable(error):
                 raise
@@ -147,6 +207,8 @@ def create_app(
             await rate_flush
             await app.state.forecasts.aclose()
             await app.state.redis.aclose()
+            if settings.redis_cluster_url:
+                await app.state.primaries.aclose()
             await app.state.read_pool.close()
             await close_pool(app.state.pool)
 

@@ -41,7 +41,7 @@ from typing import Any, cast
 from supervisor import childutils
 from supervisor.xmlrpc import SupervisorTransport
 
-from scripts import services
+from scripts import cluster, services
 
 ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
@@ -370,6 +370,18 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
         help="where a persistent Redis starts when the default one is volatile",
     )
     parser.add_argument(
+        "--cluster",
+        action="store_true",
+        default=os.environ.get("CLUSTER", "") not in ("", "0"),
+        help="queue on a local Redis Cluster (scripts/cluster.py): 3 masters + 3 replicas "
+        "from --cluster-port, under .data/cluster-PORT; CLUSTER=1 says the same",
+    )
+    parser.add_argument(
+        "--cluster-port",
+        type=int,
+        default=int(os.environ.get("CLUSTER_PORT", str(cluster.DEFAULT_PORT))),
+    )
+    parser.add_argument(
         "--state-dir", type=Path, default=None, help="config, socket, logs (.data/dev-PORT)"
     )
     parser.add_argument("--listen", type=Path, default=None, help=argparse.SUPPRESS)
@@ -396,6 +408,7 @@ def main(argv: list[str] | None = None) -> int:
     started = services.up(switch_redis=True, private_redis_port=args.private_redis_port)
     os.environ["REDIS_URL"] = started.redis_url  # supervisord, so every program, inherits it
     configure_auth(args.host)
+    nodes = start_cluster(args) if args.cluster else None
     code = 0
     try:
         try:
@@ -425,8 +438,28 @@ def main(argv: list[str] | None = None) -> int:
                 code = code or 1
         print(summary(state), file=sys.stderr, flush=True)
     finally:
+        if nodes is not None:
+            nodes.stop()
         services.down(started.names)
     return code
+
+
+def start_cluster(args: argparse.Namespace) -> cluster.Cluster:
+    """The local cluster (started, or found running on its ports) for every program:
+    REDIS_CLUSTER_URL and STREAM_SHARDS (default: 2 per master) in the environment."""
+    nodes = cluster.Cluster(
+        services.DATA, masters=3, replicas=1, port=args.cluster_port, daemonize=True
+    )
+    nodes.start()
+    os.environ["REDIS_CLUSTER_URL"] = nodes.url
+    os.environ.setdefault("STREAM_SHARDS", str(2 * nodes.masters))
+    print(
+        f"dev: Redis Cluster on {nodes.url} (3 masters, 3 replicas, data under "
+        f"{services.DATA}/cluster-*), {os.environ['STREAM_SHARDS']} stream shards",
+        file=sys.stderr,
+        flush=True,
+    )
+    return nodes
 
 
 if __name__ == "__main__":

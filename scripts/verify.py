@@ -29,7 +29,9 @@ import orjson
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from app.core.redis import as_redis, create_cluster, initialize
 from app.core.settings import Settings, dsn, get_settings
+from app.core.shards import all_shards
 from app.core.streams import text
 from scripts.sql.verify import count_events, minute_aggregates, status_rows, stored_events
 
@@ -280,11 +282,20 @@ async def wait_drained(
 ) -> None:
     """Wait until the stream's backlog is empty and every acknowledged key has a row."""
     deadline = time.monotonic() + seconds
-    redis = Redis.from_url(settings.redis_url, socket_connect_timeout=2, socket_timeout=5)
+    streams = [settings.stream]
+    if settings.redis_cluster_url:
+        # Every shard's stream, each with its own group (app/core/shards.py).
+        cluster = create_cluster(settings)
+        await initialize(cluster)
+        redis = as_redis(cluster)
+        streams = [shard.stream for shard in all_shards(settings)]
+    else:
+        redis = Redis.from_url(settings.redis_url, socket_connect_timeout=2, socket_timeout=5)
     try:
         while time.monotonic() < deadline:
             try:
-                drained = await backlog_entries(redis, settings.stream, settings.group) == 0
+                waiting = [await backlog_entries(redis, s, settings.group) for s in streams]
+                drained = sum(waiting) == 0
             except (RedisError, OSError):
                 drained = True  # no Redis to ask: the row count alone decides
             if drained:

@@ -21,5 +21,6 @@ pytest_plugins = [
     "tests.fixtures.redis",
     "tests.fixtures.app",
     "tests.fixtures.worker",
+    "tests.fixtures.cluster",
     "tests.fixtures.replica",
 ]

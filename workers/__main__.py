@@ -13,13 +13,15 @@ import uvloop
 from prometheus_client import start_http_server
 from redis.exceptions import RedisError
 
-from app.core.durability import probe
-from app.core.redis import create_redis
+from app.core.durability import probe, probe_masters
+from app.core.redis import Primaries, as_redis, create_cluster, create_redis, initialize
 from app.core.settings import get_settings
+from app.core.shards import assigned
 from workers.alerts import Alerts
 from workers.consumer import Worker
 from workers.database import Database
 from workers.refresher import Refresher
+from workers.shards import ShardedWorker
 
 
 def default_name() -> str:
@@ -30,9 +32,17 @@ async def main(burst: bool, name: str, metrics_port: int) -> None:
     settings = get_settings()
     if metrics_port:
         start_http_server(metrics_port, addr="127.0.0.1")
-    redis = create_redis(settings)
+    cluster = create_cluster(settings) if settings.redis_cluster_url else None
+    if cluster is not None:
+        await initialize(cluster)
+    redis = as_redis(cluster) if cluster is not None else create_redis(settings)
+    primaries = Primaries(cluster) if cluster is not None else None
+    replicated = settings.required_durability == "replicated"
     with contextlib.suppress(RedisError, OSError):
-        found = await probe(redis, replicated=settings.required_durability == "replicated")
+        if primaries is not None:
+            found = await probe_masters(await primaries.masters(), replicated=replicated)
+        else:
+            found = await probe(redis, replicated=replicated)
         refusal = found.refusal(settings.required_durability)
         logging.getLogger("workers").log(
             logging.WARNING if refusal else logging.INFO,
@@ -42,8 +52,22 @@ async def main(burst: bool, name: str, metrics_port: int) -> None:
             f"; {refusal}" if refusal else "",
         )
     database = Database(settings)
-    alerts = Alerts(settings, redis, name=name)
-    worker = Worker(settings, redis, database, name=name, burst=burst, after_commit=alerts.evaluate)
+    worker: Worker | ShardedWorker
+    if cluster is not None:
+        # Every shard, or WORKER_SHARDS: one consumer loop per shard in this process.
+        shards = assigned(settings)
+        alerts = Alerts(settings, redis, name=name, shards=shards)
+        worker = ShardedWorker(
+            settings, redis, shards, name=name, burst=burst, after_commit=alerts.evaluator
+        )
+        logging.getLogger("workers").info(
+            "worker %s consumes shards %s", name, ",".join(s.label for s in shards)
+        )
+    else:
+        alerts = Alerts(settings, redis, name=name)
+        worker = Worker(
+            settings, redis, database, name=name, burst=burst, after_commit=alerts.evaluate
+        )
     # One refresher per fleet wins the advisory lock; the others only try it each round.
     refresher = Refresher(settings)
     loop = asyncio.get_running_loop()
@@ -55,6 +79,10 @@ async def main(burst: bool, name: str, metrics_port: int) -> None:
             await worker.run()
     finally:
         await database.close()
+        if isinstance(worker, ShardedWorker):
+            await worker.close()
+        if primaries is not None:
+            await primaries.aclose()
         await redis.aclose()
     logging.getLogger("workers").info("worker %s stopped after %d events", name, worker.stored)
 

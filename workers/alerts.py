@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
 import orjson
@@ -39,6 +39,7 @@ from app.core.metrics import (
 )
 from app.core.retry import healthy, redis_fault, retrying
 from app.core.settings import Settings
+from app.core.shards import Shard
 from workers.database import Database
 
 log = logging.getLogger("workers.alerts")
@@ -50,25 +51,44 @@ class Alerts:
     """The alert side of one worker."""
 
     def __init__(
-        self, settings: Settings, redis: Redis, *, name: str, database: Database | None = None
+        self,
+        settings: Settings,
+        redis: Redis,
+        *,
+        name: str,
+        database: Database | None = None,
+        shards: Sequence[Shard] = (),
     ) -> None:
         self.settings = settings
         self.redis = redis
         self.name = name
         self.database = database or Database(settings, application_name="telemetry-alerts")
         self.rules = RuleSet()
-        self.stream = AlertStream(
-            redis,
-            settings.alert_stream,
-            settings.alert_channel,
-            settings.alert_stream_maxlen,
-            settings.alert_state_ttl_s,
-        )
+        self.stream = self._alert_stream(settings.alert_stream)
+        # On Redis Cluster each shard has its alert stream and states in its slot, so one
+        # script call per shard moves states and notifies atomically; history is written
+        # from the streams of this worker's shards.
+        self.shard_streams = {
+            shard.index: self._alert_stream(shard.alert_stream) for shard in shards
+        }
+        self.history_streams = list(self.shard_streams.values()) or [self.stream]
+        # Two shards' streams make the same ids: a shard's alert ids carry its label.
+        self._labels = {shard.alert_stream: shard.label for shard in shards}
         self.loaded = asyncio.Event()
         # The rule sync and the history writer share one connection, one at a time.
         self._db_lock = asyncio.Lock()
         self._group_ready = False
         self._tasks: list[asyncio.Task[None]] = []
+
+    def _alert_stream(self, key: str) -> AlertStream:
+        settings = self.settings
+        return AlertStream(
+            self.redis,
+            key,
+            settings.alert_channel,
+            settings.alert_stream_maxlen,
+            settings.alert_state_ttl_s,
+        )
 
     # Rules.
 
@@ -124,32 +144,49 @@ class Alerts:
 
     # Evaluation.
 
-    async def evaluate(self, events: Sequence[dict[str, Any]]) -> None:
+    async def evaluate(self, events: Sequence[dict[str, Any]], shard: Shard | None = None) -> None:
         """The worker's after_commit: run the committed events through the rules."""
         if not self.loaded.is_set():
             # Never evaluate without the rules: the batch fails and is retried instead.
             await asyncio.wait_for(self.loaded.wait(), timeout=5 * self.settings.alert_rule_sync_s)
+        if shard is None:
+            stream, prefix = self.stream, self.settings.alert_state_prefix
+        else:
+            stream, prefix = self.shard_streams[shard.index], shard.alert_state_prefix
         with ALERT_EVAL_SECONDS.time():
             observed = observations(self.rules, events)
             for part in chunks(observed, self.settings.alert_eval_chunk):
-                await self._transition(part)
+                await self._transition(part, stream, prefix)
 
-    async def _transition(self, part: dict[Pair, tuple[Rule, list[Observation]]]) -> None:
+    def evaluator(self, shard: Shard) -> Callable[[Sequence[dict[str, Any]]], Awaitable[None]]:
+        """`evaluate` for the events of one shard's stream (a ShardedWorker's after_commit)."""
+
+        async def evaluate(events: Sequence[dict[str, Any]]) -> None:
+            await self.evaluate(events, shard)
+
+        return evaluate
+
+    async def _transition(
+        self,
+        part: dict[Pair, tuple[Rule, list[Observation]]],
+        stream: AlertStream,
+        prefix: str,
+    ) -> None:
         """One script call; when the script refuses it (not Redis being down), the pairs one
         by one, and a pair that still fails is counted, logged and skipped: one bad (rule,
         device) must not hold every later batch back. States only move forward in event
         time, so pairs the refused call already moved are not notified twice."""
         size = sum(len(rows) for _, rows in part.values()) + 1
         try:
-            for keys, args in script_calls(part, self.settings.alert_state_prefix, size):
-                for _, state in await self.stream.transition(keys, args):
+            for keys, args in script_calls(part, prefix, size):
+                for _, state in await stream.transition(keys, args):
                     ALERT_TRANSITIONS.labels(state).inc()
         except ResponseError as error:
             if queue_unavailable(error):
                 raise
             if len(part) > 1:
                 for pair, value in part.items():
-                    await self._transition({pair: value})
+                    await self._transition({pair: value}, stream, prefix)
                 return
             (rule_id, tenant, device), _ = next(iter(part.items()))
             ALERT_EVAL_FAILURES.inc()
@@ -166,46 +203,59 @@ class Alerts:
     async def record_history(self, block_ms: int | None = None) -> int:
         """Write one batch of new transitions to the history table; how many."""
         await self._ensure_group()
-        reply: Any = await self.redis.xreadgroup(
-            self.settings.alert_history_group,
-            self.name,
-            {self.settings.alert_stream: ">"},
-            count=self.settings.alert_history_batch,
-            block=block_ms,
-        )
-        entries: list[Entry] = reply[0][1] if reply else []
-        await self._record(entries)
-        return len(entries)
+        total = 0
+        # Several shards' streams: each read blocks only when all were empty.
+        for stream in self.history_streams:
+            reply: Any = await self.redis.xreadgroup(
+                self.settings.alert_history_group,
+                self.name,
+                {stream.stream: ">"},
+                count=self.settings.alert_history_batch,
+                block=block_ms if len(self.history_streams) == 1 else None,
+            )
+            entries: list[Entry] = reply[0][1] if reply else []
+            await self._record(stream.stream, entries)
+            total += len(entries)
+        if total == 0 and block_ms and len(self.history_streams) > 1:
+            await asyncio.sleep(block_ms / 1000 / 4)
+        return total
 
     async def reclaim_history(self) -> int:
         """Take over transitions a dead worker read but never recorded."""
         await self._ensure_group()
-        reply: Any = await self.redis.xautoclaim(
-            self.settings.alert_stream,
-            self.settings.alert_history_group,
-            self.name,
-            min_idle_time=self.settings.claim_idle_ms,
-            count=self.settings.alert_history_batch,
-        )
-        entries: list[Entry] = reply[1]
-        await self._record(entries)
-        return len(entries)
+        total = 0
+        for stream in self.history_streams:
+            reply: Any = await self.redis.xautoclaim(
+                stream.stream,
+                self.settings.alert_history_group,
+                self.name,
+                min_idle_time=self.settings.claim_idle_ms,
+                count=self.settings.alert_history_batch,
+            )
+            entries: list[Entry] = reply[1]
+            await self._record(stream.stream, entries)
+            total += len(entries)
+        return total
 
     async def _ensure_group(self) -> None:
         if not self._group_ready:
-            await self.stream.ensure_group(self.settings.alert_history_group)
+            for stream in self.history_streams:
+                await stream.ensure_group(self.settings.alert_history_group)
             self._group_ready = True
 
-    async def _record(self, entries: list[Entry]) -> None:
+    async def _record(self, key: str, entries: list[Entry]) -> None:
         if not entries:
             return
         # An entry trimmed before it was recorded comes back empty: nothing left to write.
         rows = [history_row(entry_id, fields[b"d"]) for entry_id, fields in entries if fields]
+        label = self._labels.get(key)
+        if label is not None:
+            rows = [(row[0], f"{row[1]}.{label}", *row[2:]) for row in rows]
         async with self._db_lock:
             conn = await self.database.connection()
             await insert_history(conn, rows)
         await self.redis.xack(
-            self.settings.alert_stream,
+            key,
             self.settings.alert_history_group,
             *(entry_id for entry_id, _ in entries),
         )

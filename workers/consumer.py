@@ -32,12 +32,14 @@ from app.core.metrics import (
     DB_RETRIES,
     DEAD_LETTER_ENTRIES,
     DEAD_LETTERS,
+    SHARD_STORED,
     STORED,
     UPSERT_SECONDS,
     WORKER_FAULT,
 )
 from app.core.retry import Stopped, healthy, retrying
 from app.core.settings import Settings
+from app.core.shards import Shard
 from app.core.streams import EventStream, parse_id, text
 from workers.batch import Batch, Entry, decode, event_rows
 from workers.database import Database, MalformedEvent, is_data_error
@@ -104,6 +106,7 @@ class Worker:
         burst: bool = False,
         after_commit: AfterCommit | None = None,
         writer: Writer = write_batch,
+        shard: Shard | None = None,
     ) -> None:
         self.settings = settings
         self.redis = redis
@@ -112,11 +115,14 @@ class Worker:
         self.burst = burst
         self.after_commit = after_commit
         self.writer = writer
-        self.stream = EventStream(redis, settings.stream, settings.group)
+        # On Redis Cluster a worker consumes one shard's stream (workers/shards.py runs one
+        # per shard); its consumer name is the same on every shard, its health key is not.
+        self.shard = shard
+        self.key = shard.stream if shard else settings.stream
+        dead_stream = shard.dead_letter_stream if shard else settings.dead_letter_stream
+        self.stream = EventStream(redis, self.key, settings.group)
         self._forget = redis.register_script(FORGET_LUA)
-        self.dead = DeadLetters(
-            redis, settings.stream, settings.dead_letter_stream, settings.dead_letter_maxlen
-        )
+        self.dead = DeadLetters(redis, self.key, dead_stream, settings.dead_letter_maxlen)
         self._stopping = asyncio.Event()
         self._next_claim = 0.0
         self._next_trim = 0.0
@@ -132,22 +138,23 @@ class Worker:
         return self._stopping.is_set()
 
     async def run(self) -> None:
-        await self.stream.ensure_group()
         health = asyncio.create_task(self._report_health(), name=f"health-{self.name}")
         try:
-            # Entries this consumer name read before a restart come first.
-            while not self.stopping and await self._consume("0"):
-                pass
             # A burst worker fails fast; a long-running one waits out any fault (the batch in
-            # hand stays pending, and XAUTOCLAIM retries it and counts its deliveries).
+            # hand stays pending, and XAUTOCLAIM retries it and counts its deliveries). The
+            # start is inside the retries too: Redis may be down or failing over right then.
             async for attempt in retrying(
-                f"worker {self.name}",
+                f"worker {self.label}",
                 on=lambda error: not self.burst and isinstance(error, Exception),
                 initial_s=self.settings.db_retry_base_s,
                 max_s=self.settings.db_retry_max_s,
                 stop=self._stopping,
             ):
                 with attempt:
+                    await self.stream.ensure_group()
+                    # Entries this consumer name read before a restart or fault come first.
+                    while not self.stopping and await self._consume("0"):
+                        pass
                     while not self.stopping and await self._step_or_regroup():
                         healthy(attempt.retry_state)
         except Stopped:
@@ -161,7 +168,12 @@ class Worker:
 
     @property
     def _health_key(self) -> str:
-        return f"{self.settings.worker_health_prefix}:{self.name}"
+        return f"{self.settings.worker_health_prefix}:{self.label}"
+
+    @property
+    def label(self) -> str:
+        """The name in logs and health: the consumer's, and its shard's on a cluster."""
+        return self.name if self.shard is None else f"{self.name}/{self.shard.label}"
 
     async def _report_health(self) -> None:
         """A short-lived key saying this worker is alive, and what fault it waits out."""
@@ -171,7 +183,7 @@ class Worker:
 
     async def _write_health(self) -> None:
         kind, message = self.fault or (None, None)
-        body = {"name": self.name, "status": "fault" if kind else "ok", "fault": kind,
+        body = {"name": self.label, "status": "fault" if kind else "ok", "fault": kind,
                 "detail": message, "stored": self.stored, "at": time.time()}  # fmt: skip
         ttl = int(self.settings.worker_health_interval_s * 3) + 1
         with contextlib.suppress(RedisError, OSError):
@@ -209,7 +221,7 @@ class Worker:
 
     async def _read(self, last_id: str, count: int, block: int | None) -> list[Entry]:
         reply: Any = await self.redis.xreadgroup(
-            self.settings.group, self.name, {self.settings.stream: last_id}, count=count,
+            self.settings.group, self.name, {self.key: last_id}, count=count,
             block=block,
         )  # fmt: skip
         entries: list[Entry] = reply[0][1] if reply else []
@@ -248,7 +260,7 @@ class Worker:
         while not self.stopping:
             # Not JUSTID: only a real claim counts as a delivery.
             reply: Any = await self.redis.xautoclaim(
-                self.settings.stream,
+                self.key,
                 self.settings.group,
                 self.name,
                 min_idle_time=self.settings.claim_idle_ms,
@@ -267,7 +279,7 @@ class Worker:
 
     async def _process_claimed(self, claimed: list[Entry]) -> None:
         pending: Any = await self.redis.xpending_range(
-            self.settings.stream,
+            self.key,
             self.settings.group,
             min=claimed[0][0],
             max=claimed[-1][0],
@@ -282,7 +294,7 @@ class Worker:
                 await self.dead.add_entry(
                     entry_id, fields.get(b"d", b""), f"delivered {times} times", self.name
                 )
-                await self.redis.xack(self.settings.stream, self.settings.group, entry_id)
+                await self.redis.xack(self.key, self.settings.group, entry_id)
                 DEAD_LETTERS.labels("entry").inc()
                 log.warning("dead-lettered entry %r after %d deliveries", entry_id, times)
             else:
@@ -298,8 +310,10 @@ class Worker:
                 DEAD_LETTERS.labels("entry").inc()
             async with self._holding(batch.entry_ids):
                 await self._store(batch)
-            await self.redis.xack(self.settings.stream, self.settings.group, *batch.entry_ids)
+            await self.redis.xack(self.key, self.settings.group, *batch.entry_ids)
             self.stored += len(batch.events)
+            if self.shard is not None:
+                SHARD_STORED.labels(self.shard.label).inc(len(batch.events))
 
     @contextlib.asynccontextmanager
     async def _holding(self, entry_ids: list[bytes]) -> AsyncIterator[None]:
@@ -316,7 +330,7 @@ class Worker:
                 await asyncio.sleep(period)
                 with contextlib.suppress(RedisError, OSError):
                     await self.redis.xclaim(
-                        self.settings.stream, self.settings.group, self.name, 0, ids, justid=True
+                        self.key, self.settings.group, self.name, 0, ids, justid=True
                     )
 
         task = asyncio.create_task(renew(), name=f"hold-{self.name}")
@@ -421,21 +435,21 @@ class Worker:
         DELCONSUMER would lose the entries it just read from the group's pending list.
         """
         forgotten: Any = await self._forget(
-            keys=[self.settings.stream],
+            keys=[self.key],
             args=[self.settings.group, self.name, self.settings.forget_consumer_after_ms],
         )
         return int(forgotten)
 
     async def trim(self) -> None:
         """Trim only below what every group has acknowledged (Redis 7 has no ACKED trim)."""
-        if not await self.redis.exists(self.settings.stream):
+        if not await self.redis.exists(self.key):
             return
-        groups: Any = await self.redis.xinfo_groups(self.settings.stream)
+        groups: Any = await self.redis.xinfo_groups(self.key)
         floor: list[tuple[int, int]] = []
         for group in groups:
             last = group["last-delivered-id"]
             if int(group["pending"]):
-                summary: Any = await self.redis.xpending(self.settings.stream, group["name"])
+                summary: Any = await self.redis.xpending(self.key, group["name"])
                 # Between the two calls the pending entries may all have been acknowledged;
                 # the last-delivered id is then the floor.
                 if summary["min"] is not None:
@@ -443,6 +457,4 @@ class Worker:
             floor.append(parse_id(text(last)))
         if floor and min(floor) > (0, 0):
             low_ms, low_seq = min(floor)
-            await self.redis.xtrim(
-                self.settings.stream, minid=f"{low_ms}-{low_seq}", approximate=True
-            )
+            await self.redis.xtrim(self.key, minid=f"{low_ms}-{low_seq}", approximate=True)

@@ -12,11 +12,12 @@ An evicting `maxmemory-policy` is refused whatever the level: it may drop queued
 dedupe marks to make room.
 """
 
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 from redis.asyncio import Redis
-from redis.exceptions import ResponseError
+from redis.exceptions import RedisError, ResponseError
 
 Level = Literal["volatile", "os-buffered", "fsync", "replicated"]
 LEVELS: tuple[Level, ...] = ("volatile", "os-buffered", "fsync", "replicated")
@@ -84,3 +85,27 @@ async def probe(redis: Redis, *, replicated: bool = False) -> Durability:
     if replicated and replicas > 0:
         level, reason = "replicated", f"{reason}, {replicas} replica(s) acknowledge with WAIT"
     return Durability(level, appendonly, appendfsync, policy, replicas, reason)
+
+
+async def probe_masters(
+    masters: Sequence[tuple[str, Redis]], *, replicated: bool = False
+) -> Durability:
+    """A cluster's durability: its weakest master's, named in the reason (every shard must
+    meet the level). A master that does not answer is left out: its shards answer 503 from
+    the enqueue itself until its replica is promoted, and the others keep serving."""
+    found: list[tuple[str, Durability]] = []
+    errors: list[BaseException] = []
+    for name, client in masters:
+        try:
+            found.append((name, await probe(client, replicated=replicated)))
+        except (RedisError, OSError) as error:
+            errors.append(error)
+    if not found:
+        raise errors[0] if errors else RedisError("the cluster has no master")
+
+    def weakness(item: tuple[str, Durability]) -> tuple[bool, int, int]:
+        durability = item[1]
+        return (not durability.evicting, LEVELS.index(durability.level), durability.replicas)
+
+    name, weakest = min(found, key=weakness)
+    return replace(weakest, reason=f"{name}: {weakest.reason}")

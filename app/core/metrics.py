@@ -14,6 +14,25 @@ BACKLOG_ENTRIES = Gauge(
 BACKLOG_AGE = Gauge(
     "telemetry_stream_oldest_pending_age_seconds", "Age of the oldest unacknowledged entry"
 )
+# Redis Cluster: per shard (app/core/shards.py).
+SHARD_BACKLOG_ENTRIES = Gauge(
+    "telemetry_stream_shard_backlog_entries",
+    "Entries of one shard's stream not yet acknowledged by the group",
+    ["shard"],
+)
+SHARD_BACKLOG_AGE = Gauge(
+    "telemetry_stream_shard_oldest_pending_age_seconds",
+    "Age of the oldest unacknowledged entry of one shard's stream",
+    ["shard"],
+)
+SHARD_ENQUEUED = Counter(
+    "telemetry_shard_events_enqueued_total", "Events appended to one shard's stream", ["shard"]
+)
+SHARD_STORED = Counter(
+    "telemetry_worker_shard_events_stored_total",
+    "Events this worker stored from one shard",
+    ["shard"],
+)
 BATCH_EVENTS = Histogram(
     "telemetry_worker_batch_events",
     "Events per stored batch",

@@ -39,6 +39,14 @@ class Settings(BaseSettings):
     # unset, every read goes to DATABASE_URL. Writes always go to DATABASE_URL.
     read_database_url: str | None = None
     redis_url: str = "redis://127.0.0.1:6379/0"
+    # Redis Cluster (app/core/shards.py): startup nodes, comma-separated ("redis://h:p,h:p").
+    # Empty: the single Redis at REDIS_URL, as before. Set: the ingest stream is STREAM_SHARDS
+    # streams, an event's by hash(tenant, device); fixed for the life of the data (a change
+    # moves devices to other streams, whose ids need not order after the old ones).
+    redis_cluster_url: str = ""
+    stream_shards: int = Field(default=8, ge=1, le=1024)
+    # The shards a worker consumes ("0,1,5" or "0-3"); empty: every shard.
+    worker_shards: str = ""
 
     # Redis names; every key carries the tenant so per-tenant keys can come later.
     stream: str = "telemetry:events"

@@ -15,10 +15,11 @@ import asyncpg
 from redis.asyncio import Redis
 
 from app.core.settings import Settings
-from app.core.streams import EventStream
+from app.core.shards import all_shards
+from app.core.streams import Consumer
 from app.core.timeparse import US, iso
 from app.health.workers import live_workers
-from app.ingest.backpressure import BacklogGate
+from app.ingest.backpressure import BacklogGate, ShardedBacklog
 from app.ingest.rate import IngestRate
 from app.reads.aggregates import rollup_state
 
@@ -42,14 +43,24 @@ async def pipeline(
     settings: Settings,
     redis: Redis,
     pool: asyncpg.Pool,
-    stream: EventStream,
-    backlog_gate: BacklogGate,
+    backlog_gate: BacklogGate | ShardedBacklog,
     rate: IngestRate,
 ) -> dict[str, Any]:
-    """The answer of GET /v1/pipeline; Redis errors propagate (503)."""
+    """The answer of GET /v1/pipeline; Redis errors propagate (503). On Redis Cluster the
+    queue figures are the shards' totals and each consumer is named with its shard."""
     backlog = await backlog_gate.current()
-    consumers = await stream.consumers()
-    dead_letters = await redis.xlen(settings.dead_letter_stream)
+    consumers: list[Consumer] = []
+    if isinstance(backlog_gate, ShardedBacklog):
+        for gate in backlog_gate.gates:
+            consumers += [
+                Consumer(f"{c.name}/{gate.label}", c.pending, c.idle_ms)
+                for c in await gate.stream.consumers()
+            ]
+        dead_streams = [shard.dead_letter_stream for shard in all_shards(settings)]
+    else:
+        consumers = await backlog_gate.stream.consumers()
+        dead_streams = [settings.dead_letter_stream]
+    dead_letters = sum([await redis.xlen(name) for name in dead_streams])
     workers = await live_workers(redis, settings.worker_health_prefix)
     per_second = await rate.per_second(settings.ingest_rate_window_s)
     lag, database = await _watermark_lag(pool)

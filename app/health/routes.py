@@ -13,9 +13,11 @@ from redis.exceptions import RedisError
 from app.core.deps import PoolDep, ReadPoolDep, RedisDep, SettingsDep, TenantDep
 from app.core.metrics import DEAD_LETTER_ENTRIES
 from app.core.responses import errors, json_response
+from app.core.shards import all_shards
 from app.health import schemas
 from app.health.pipeline import pipeline as pipeline_state
 from app.health.workers import live_workers
+from app.ingest.backpressure import ShardedBacklog
 from app.ingest.deps import GateDep, RateDep
 
 router = APIRouter(tags=["health"])
@@ -70,6 +72,21 @@ async def readyz(
             "oldest_age_s": round(backlog.oldest_age_s, 3),
             "status": "ok" if within else "over limit",
         }
+        if isinstance(limits, ShardedBacklog):
+            # On Redis Cluster each shard has its bounds; the total is only a summary.
+            each = await limits.shards()
+            checks["backlog"]["status"] = (
+                "ok" if not any(g.over(b) for g, b in zip(limits.gates, each, strict=True))
+                else "over limit"
+            )  # fmt: skip
+            checks["backlog"]["shards"] = {
+                str(gate.label): {
+                    "entries": b.entries,
+                    "oldest_age_s": round(b.oldest_age_s, 3),
+                    "status": "over limit" if gate.over(b) else "ok",
+                }
+                for gate, b in zip(limits.gates, each, strict=True)
+            }
         checks["workers"] = await live_workers(redis, settings.worker_health_prefix)
     except (RedisError, OSError, TimeoutError) as error:
         checks["redis"] = f"error: {error.__class__.__name__}"
@@ -89,7 +106,11 @@ async def metrics(gate: GateDep, redis: RedisDep, settings: SettingsDep) -> Resp
     with suppress(RedisError, OSError):
         await gate.backlog.current()  # refreshes the backlog gauges
         await gate.durability.current()
-        DEAD_LETTER_ENTRIES.set(await redis.xlen(settings.dead_letter_stream))
+        if settings.redis_cluster_url:
+            dead = [shard.dead_letter_stream for shard in all_shards(settings)]
+        else:
+            dead = [settings.dead_letter_stream]
+        DEAD_LETTER_ENTRIES.set(sum([await redis.xlen(stream) for stream in dead]))
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
 
@@ -103,5 +124,5 @@ async def pipeline(
     tenant: TenantDep,
 ) -> Response:
     """Ingest rate, queue, consumers, dead letters, rollup lag and workers (fleet-wide)."""
-    answer = await pipeline_state(settings, redis, pool, gate.backlog.stream, gate.backlog, rate)
+    answer = await pipeline_state(settings, redis, pool, gate.backlog, rate)
     return json_response(answer)

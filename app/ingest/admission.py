@@ -8,6 +8,7 @@ that bound); the check costs no round trip per request.
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
 
 from redis.asyncio import Redis
 
@@ -15,7 +16,7 @@ from app.core.durability import Durability, Level, probe
 from app.core.errors import Unavailable
 from app.core.metrics import QUEUE_DURABILITY
 from app.core.tenancy import Identity
-from app.ingest.backpressure import BacklogGate
+from app.ingest.backpressure import BacklogGate, ShardedBacklog
 from app.ingest.ratelimit import TenantLimiter
 
 log = logging.getLogger("app.ingest")
@@ -30,8 +31,11 @@ class DurabilityGate:
         allow_volatile: bool,
         interval_s: float,
         retry_after_s: int,
+        prober: Callable[[], Awaitable[Durability]] | None = None,
     ) -> None:
         self.redis = redis
+        # On Redis Cluster: every master's, the weakest (app/core/durability.py).
+        self.prober = prober
         self.required = required
         self.allow_volatile = allow_volatile
         self.interval_s = interval_s
@@ -45,7 +49,10 @@ class DurabilityGate:
             return self._last
         async with self._lock:
             if self._last is None or time.monotonic() - self._checked_at >= self.interval_s:
-                found = await probe(self.redis, replicated=self.required == "replicated")
+                if self.prober is not None:
+                    found = await self.prober()
+                else:
+                    found = await probe(self.redis, replicated=self.required == "replicated")
                 if self._last is None or found != self._last:
                     self._report(found)
                 self._last = found
@@ -84,7 +91,10 @@ class Admission:
     tenant flooding meets its limit before the shared backlog fills), then backpressure."""
 
     def __init__(
-        self, durability: DurabilityGate, backlog: BacklogGate, limiter: TenantLimiter
+        self,
+        durability: DurabilityGate,
+        backlog: BacklogGate | ShardedBacklog,
+        limiter: TenantLimiter,
     ) -> None:
         self.durability = durability
         self.backlog = backlog

@@ -18,6 +18,7 @@ events/s.
 """
 
 import hashlib
+from collections.abc import Sequence
 from typing import Any
 
 from redis.asyncio import Redis
@@ -28,7 +29,10 @@ from app.core.keys import tenant_key
 SPILL_AT = 500
 MINUTE_US = 60_000_000
 
-# KEYS[1]: the stream. ARGV: window_s, the tenant's key prefix, SPILL_AT, then per event: the
+# KEYS[1]: the stream; KEYS[2], optional: a key written when nothing is appended, so a WAIT
+# after the call covers the marks it answered `duplicate` by (a call that writes nothing
+# moves no replication offset, and WAIT would then vouch only for older writes of its own
+# connection). ARGV: window_s, the tenant's key prefix, SPILL_AT, then per event: the
 # minute of its time, its two path digits, its mark, its payload.
 # Every check is made before the XADD and every mark is written after it, so no path marks
 # an event seen without enqueuing it; the shebang makes Redis refuse the script up front
@@ -82,15 +86,33 @@ if #fresh > 0 then
       redis.call('EXPIRE', m[1], window)
     end
   end
+elseif KEYS[2] then
+  redis.call('INCR', KEYS[2])
 end
 return {id, flags}
 """
+
+
+# (event id, ts in µs) or (event id, ts in µs, device id): the device routes an event to
+# its shard on Redis Cluster (app/ingest/cluster.py); one Redis needs only the first two.
+EventKey = tuple[str, int] | tuple[str, int, str]
 
 
 def mark(tenant: str, event_id: str) -> tuple[int, int, int]:
     """The event's 64-bit mark and its two path digits (0-15), from one hash."""
     digest = hashlib.blake2b(tenant.encode() + b"\0" + event_id.encode(), digest_size=9).digest()
     return int.from_bytes(digest[:8], "big", signed=True), digest[8] >> 4, digest[8] & 15
+
+
+def script_args(
+    prefix: str, tenant: str, events: Sequence[EventKey], payloads: Sequence[bytes], window_s: int
+) -> list[Any]:
+    """ARGV of ENQUEUE_LUA for the events, with the tenant's mark prefix."""
+    args: list[Any] = [window_s, prefix, SPILL_AT]
+    for key, payload in zip(events, payloads, strict=True):
+        member, a, b = mark(tenant, key[0])
+        args += [key[1] // MINUTE_US, a, b, member, payload]
+    return args
 
 
 class ReplicaTimeout(Unavailable):
@@ -120,18 +142,15 @@ class Enqueuer:
     async def enqueue(
         self,
         tenant: str,
-        events: list[tuple[str, int]],
-        payloads: list[bytes],
+        events: Sequence[EventKey],
+        payloads: Sequence[bytes],
         window_s: int,
     ) -> list[bool]:
         """Append the events (event id, ts in µs) not seen in the window; True for each one
         appended."""
         if not events:
             return []
-        args: list[Any] = [window_s, self.prefix(tenant), SPILL_AT]
-        for (event_id, ts_us), payload in zip(events, payloads, strict=True):
-            member, a, b = mark(tenant, event_id)
-            args += [ts_us // MINUTE_US, a, b, member, payload]
+        args = script_args(self.prefix(tenant), tenant, events, payloads, window_s)
         if self.replica_wait_ms is None:
             result: Any = await self._enqueue(keys=[self.stream], args=args)
         else:

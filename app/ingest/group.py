@@ -13,12 +13,16 @@ other, keep theirs.
 import asyncio
 from dataclasses import dataclass, field
 
-from app.ingest.enqueue import Enqueuer
+from app.ingest.cluster import ShardedEnqueuer
+from app.ingest.enqueue import Enqueuer, EventKey
+
+# The enqueue of one Redis, or of a cluster's shards.
+Enqueue = Enqueuer | ShardedEnqueuer
 
 
 @dataclass(slots=True)
 class _Group:
-    keys: list[tuple[str, int]] = field(default_factory=list)
+    keys: list[EventKey] = field(default_factory=list)
     payloads: list[bytes] = field(default_factory=list)
     waiters: list[tuple[int, int, asyncio.Future[list[bool]]]] = field(default_factory=list)
     timer: asyncio.TimerHandle | None = None
@@ -26,7 +30,7 @@ class _Group:
 
 class GroupCommit:
     def __init__(
-        self, enqueuer: Enqueuer, *, window_s: float, max_events: int, dedupe_window_s: int
+        self, enqueuer: Enqueue, *, window_s: float, max_events: int, dedupe_window_s: int
     ) -> None:
         self.enqueuer = enqueuer
         self.window_s = window_s
@@ -35,9 +39,7 @@ class GroupCommit:
         self._groups: dict[str, _Group] = {}
         self._flushes: set[asyncio.Task[None]] = set()
 
-    async def enqueue(
-        self, tenant: str, keys: list[tuple[str, int]], payloads: list[bytes]
-    ) -> list[bool]:
+    async def enqueue(self, tenant: str, keys: list[EventKey], payloads: list[bytes]) -> list[bool]:
         """What Enqueuer.enqueue answers for these events, sharing the call with others."""
         if not keys:
             return []

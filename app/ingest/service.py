@@ -15,6 +15,7 @@ from app.core.tenancy import Identity
 from app.ingest.admission import Admission
 from app.ingest.body import parse_batch, parse_json
 from app.ingest.contract import Limits, normalise, raw_event_id
+from app.ingest.enqueue import EventKey
 from app.ingest.group import GroupCommit
 
 # Bound once: a labels() lookup per request is measurable on this path.
@@ -52,7 +53,7 @@ async def ingest(group: GroupCommit, settings: Settings, tenant: str, raws: list
     bounds = limits(settings)
     results: list[dict[str, Any]] = []
     positions: list[int] = []
-    keys: list[tuple[str, int]] = []
+    keys: list[EventKey] = []
     payloads: list[bytes] = []
     rejected = 0
     for index, raw in enumerate(raws):
@@ -72,7 +73,7 @@ async def ingest(group: GroupCommit, settings: Settings, tenant: str, raws: list
             continue
         positions.append(len(results))
         results.append({"index": index, "event_id": event["event_id"], "status": "accepted"})
-        keys.append((event["event_id"], event["ts"]))
+        keys.append((event["event_id"], event["ts"], event["device_id"]))
         payloads.append(orjson.dumps(event))
     fresh = await group.enqueue(tenant, keys, payloads)
     duplicate = 0
