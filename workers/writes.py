@@ -128,6 +128,16 @@ async def prepare(conn: asyncpg.Connection) -> None:
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _US = timedelta(microseconds=1)
 
+
+class _Stamps(dict[int, datetime]):
+    """Epoch microseconds to datetimes, each made once: a batch's readings share their
+    event's timestamp, and making a datetime per reading was a sixth of a worker's CPU."""
+
+    def __missing__(self, us: int) -> datetime:
+        stamp = self[us] = _EPOCH + us * _US
+        return stamp
+
+
 FAST_EVENT_COLUMNS = (
     "tenant_id",
     "device_id",
@@ -167,11 +177,10 @@ async def write_new(
 ) -> bool:
     """The fast path: COPY straight into the tables; False (and nothing written) when a key
     of the batch exists already."""
-    event_rows = sorted(
-        (t, d, _EPOCH + u * _US, i, site, m, g, q) for t, d, u, i, site, m, g, q in events
-    )
+    stamps = _Stamps()
+    event_rows = sorted((t, d, stamps[u], i, site, m, g, q) for t, d, u, i, site, m, g, q in events)
     reading_rows = sorted(
-        (t, d, metric, _EPOCH + u * _US, site, v, q) for t, d, metric, u, site, v, q in readings
+        (t, d, metric, stamps[u], site, v, q) for t, d, metric, u, site, v, q in readings
     )
     try:
         async with conn.transaction():
