@@ -20,13 +20,13 @@ async def config(
     return json_response(await ui_config(settings, identity, pool, forecasts))
 
 
-@router.get("/", include_in_schema=False)
+@router.api_route("/", methods=["GET", "HEAD"], include_in_schema=False)
 async def index(frontend: FrontendDep) -> Response:
     """The dashboard's page."""
     return frontend.page()
 
 
-@router.get("/assets/{path:path}", include_in_schema=False)
+@router.api_route("/assets/{path:path}", methods=["GET", "HEAD"], include_in_schema=False)
 async def asset(path: str, frontend: FrontendDep) -> Response:
     """A content-hashed file of the dashboard's build."""
     return frontend.asset(path)

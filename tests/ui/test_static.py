@@ -67,6 +67,13 @@ async def test_hashed_assets_are_immutable(web: httpx.AsyncClient) -> None:
     assert style.headers["cache-control"] == IMMUTABLE and "css" in style.headers["content-type"]
 
 
+async def test_head_answers_the_headers_of_get_without_a_body(web: httpx.AsyncClient) -> None:
+    for path, cache in (("/", "no-cache"), ("/assets/index-Abc123.js", IMMUTABLE)):
+        head = await web.head(path)
+        assert head.status_code == 200 and head.content == b"", path
+        assert head.headers["cache-control"] == cache, path
+
+
 async def test_top_level_files_are_served_revalidated(web: httpx.AsyncClient) -> None:
     icon = await web.get("/favicon.svg")
     assert icon.status_code == 200 and icon.text == "<svg/>"
