@@ -1,11 +1,12 @@
 """The API application: `uvicorn app.main:app`."""
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager, suppress
 
 import httpx
 from fastapi import Depends, FastAPI
+from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from starlette.types import Receive, Scope, Send
 
@@ -54,6 +55,32 @@ class App(FastAPI):
         await super().__call__(scope, receive, send)
 
 
+def _backlog_gate(settings: Settings, stream: EventStream, label: str | None = None) -> BacklogGate:
+    return BacklogGate(
+        stream,
+        max_entries=settings.backlog_max_entries,
+        max_age_s=settings.backlog_max_age_s,
+        interval_s=settings.backlog_check_interval_s,
+        retry_after_s=settings.retry_after_s,
+        label=label,
+    )
+
+
+def _durability_gate(
+    settings: Settings,
+    redis: Redis,
+    prober: Callable[[], Awaitable[Durability]] | None = None,
+) -> DurabilityGate:
+    return DurabilityGate(
+        redis,
+        required=settings.required_durability,
+        allow_volatile=settings.allow_volatile_queue,
+        interval_s=settings.durability_check_interval_s,
+        retry_after_s=settings.retry_after_s,
+        prober=prober,
+    )
+
+
 def _cluster_queue(
     app: FastAPI, settings: Settings
 ) -> tuple[ShardedEnqueuer, ShardedBacklog, DurabilityGate]:
@@ -67,14 +94,7 @@ def _cluster_queue(
     app.state.streams = [EventStream(app.state.redis, s.stream, settings.group) for s in shards]
     backlog = ShardedBacklog(
         [
-            BacklogGate(
-                stream,
-                max_entries=settings.backlog_max_entries,
-                max_age_s=settings.backlog_max_age_s,
-                interval_s=settings.backlog_check_interval_s,
-                retry_after_s=settings.retry_after_s,
-                label=shard.label,
-            )
+            _backlog_gate(settings, stream, shard.label)
             for shard, stream in zip(shards, app.state.streams, strict=True)
         ]
     )
@@ -91,15 +111,7 @@ def _cluster_queue(
     async def weakest() -> Durability:
         return await probe_masters(await primaries.masters(), replicated=replicated)
 
-    durability = DurabilityGate(
-        app.state.redis,
-        required=settings.required_durability,
-        allow_volatile=settings.allow_volatile_queue,
-        interval_s=settings.durability_check_interval_s,
-        retry_after_s=settings.retry_after_s,
-        prober=weakest,
-    )
-    return enqueuer, backlog, durability
+    return enqueuer, backlog, _durability_gate(settings, app.state.redis, weakest)
 
 
 def create_app(
@@ -134,20 +146,8 @@ def create_app(
                 replica_wait_ms=settings.replica_wait_ms if replicated else None,
                 retry_after_s=settings.retry_after_s,
             )
-            backlog = BacklogGate(
-                app.state.stream,
-                max_entries=settings.backlog_max_entries,
-                max_age_s=settings.backlog_max_age_s,
-                interval_s=settings.backlog_check_interval_s,
-                retry_after_s=settings.retry_after_s,
-            )
-            durability = DurabilityGate(
-                app.state.redis,
-                required=settings.required_durability,
-                allow_volatile=settings.allow_volatile_queue,
-                interval_s=settings.durability_check_interval_s,
-                retry_after_s=settings.retry_after_s,
-            )
+            backlog = _backlog_gate(settings, app.state.stream)
+            durability = _durability_gate(settings, app.state.redis)
         app.state.enqueuer = enqueuer
         app.state.group_commit = GroupCommit(
             enqueuer,

@@ -159,11 +159,13 @@ class Enqueuer:
 
     async def _enqueue_replicated(self, args: list[Any]) -> Any:
         # WAIT covers the writes of its own connection: the script and WAIT share a pipeline.
+        # A call that appends nothing (all duplicates) writes the sync key instead, so the
+        # WAIT also covers the earlier append its `duplicate` answers vouch for.
         async with self.redis.pipeline(transaction=False) as pipe:
-            await self._enqueue(keys=[self.stream], args=args, client=pipe)
+            await self._enqueue(keys=[self.stream, f"{self.stream}:sync"], args=args, client=pipe)
             pipe.execute_command("WAIT", 1, self.replica_wait_ms)
             result, replicas = await pipe.execute()
-        if int(replicas) < 1 and result[0]:
+        if int(replicas) < 1:
             raise ReplicaTimeout(
                 f"no replica confirmed the append within {self.replica_wait_ms} ms; the events "
                 "are queued, so a retry is safe (it is answered duplicate)",

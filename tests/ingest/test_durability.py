@@ -117,6 +117,10 @@ async def test_replicated_waits_for_the_replica_and_the_retry_is_a_duplicate(
         assert lost.status_code == 503, lost.text
         assert time.monotonic() - started < 2.0
         assert "retry is safe" in lost.json()["error"]["message"]
+        # "duplicate" acknowledges too: while no replica confirms the first append, a retry
+        # is not told its event is safe.
+        early = await client.post("/v1/events", json=event("r2", minute=1))
+        assert early.status_code == 503, early.text
         replica.launch()
         await wait_for(replica_connected)
         retried = await client.post("/v1/events", json=event("r2", minute=1))
