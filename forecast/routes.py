@@ -3,11 +3,11 @@
 import asyncio
 from typing import Annotated, Any
 
-import asyncpg
 from fastapi import APIRouter, Query, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from redis.exceptions import RedisError
 
+from app.core.database import probe
 from app.core.deps import PoolDep, ReadPoolDep, RedisDep, SettingsDep, TenantDep
 from app.core.responses import errors, json_response
 from forecast import schemas, service
@@ -141,13 +141,7 @@ async def readyz(
 ) -> Response:
     """Answer 200 when the database answers and the models are warm; Redis is reported."""
     checks: dict[str, Any] = {}
-    try:
-        async with asyncio.timeout(2):
-            async with pool.acquire() as conn:
-                await conn.fetchval("SELECT 1")
-        checks["database"] = "ok"
-    except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as error:
-        checks["database"] = f"error: {error.__class__.__name__}"
+    checks["database"] = await probe(pool)
     # Reported, not judged: history reads fall back to the primary.
     checks["read_replica"] = reads.status()
     try:

@@ -39,6 +39,21 @@ async def create_pool(
     return pool
 
 
+# What a database that is down, restarting or unreachable raises through asyncpg.
+DATABASE_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
+
+
+async def probe(pool: asyncpg.Pool, timeout_s: float = 2.0) -> str:
+    """For readiness: "ok" when the pool's database answers within the timeout, else
+    "error: <class>"."""
+    try:
+        async with asyncio.timeout(timeout_s), pool.acquire() as conn:
+            await conn.fetchval("SELECT 1")
+    except DATABASE_ERRORS as error:
+        return f"error: {error.__class__.__name__}"
+    return "ok"
+
+
 async def close_pool(pool: asyncpg.Pool, timeout_s: float = 5.0) -> None:
     """Close gracefully, then terminate: a connection stuck behind a lock or a dead server
     must not hold a shutdown (or a test's teardown) forever."""

@@ -14,6 +14,7 @@ from typing import Any
 import asyncpg
 from redis.asyncio import Redis
 
+from app.core.database import DATABASE_ERRORS
 from app.core.settings import Settings
 from app.core.shards import all_shards
 from app.core.streams import Consumer
@@ -23,8 +24,6 @@ from app.ingest.backpressure import BacklogGate, ShardedBacklog
 from app.ingest.rate import IngestRate
 from app.reads.aggregates import rollup_state
 
-_DB_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
-
 
 async def _watermark_lag(pool: asyncpg.Pool) -> tuple[float | None, str]:
     """Seconds since the rollup watermark (None before the first round), and whether the
@@ -32,7 +31,7 @@ async def _watermark_lag(pool: asyncpg.Pool) -> tuple[float | None, str]:
     try:
         async with asyncio.timeout(2), pool.acquire() as conn:
             state = await rollup_state(conn)
-    except _DB_ERRORS as error:
+    except DATABASE_ERRORS as error:
         return None, f"error: {error.__class__.__name__}"
     if state.watermark_us is None:
         return None, "ok"

@@ -4,12 +4,12 @@ import asyncio
 from contextlib import suppress
 from typing import Any, Literal
 
-import asyncpg
 from fastapi import APIRouter, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel
 from redis.exceptions import RedisError
 
+from app.core.database import probe
 from app.core.deps import PoolDep, ReadPoolDep, RedisDep, SettingsDep, TenantDep
 from app.core.metrics import DEAD_LETTER_ENTRIES
 from app.core.responses import errors, json_response
@@ -45,13 +45,7 @@ async def readyz(
     """Answer 200 when the database and Redis answer; the backlog and the read replica are
     reported, not judged (reads fall back to the primary)."""
     checks: dict[str, Any] = {}
-    try:
-        async with asyncio.timeout(2):
-            async with pool.acquire() as conn:
-                await conn.fetchval("SELECT 1")
-        checks["database"] = "ok"
-    except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as error:
-        checks["database"] = f"error: {error.__class__.__name__}"
+    checks["database"] = await probe(pool)
     checks["read_replica"] = reads.status()
     try:
         async with asyncio.timeout(2):
