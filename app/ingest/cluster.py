@@ -32,7 +32,7 @@ from app.core.metrics import SHARD_ENQUEUED
 from app.core.redis import Primaries
 from app.core.shards import Shard, route
 from app.ingest.backpressure import ShardedBacklog
-from app.ingest.enqueue import ENQUEUE_LUA, MINUTE_US, EventKey, ReplicaTimeout, mark, script_args
+from app.ingest.enqueue import ENQUEUE_LUA, EventKey, ReplicaTimeout, marked, script_args
 
 # A slot moving to another master (a failover being noticed, a resharding): the script did
 # not run, so the call is made again on the new master, up to this many times.
@@ -160,9 +160,4 @@ class ShardedEnqueuer:
     async def is_seen(self, tenant: str, device: str, event_id: str, ts_us: int) -> bool:
         """Whether the event's mark is set (for tests and tools)."""
         shard = self.shard_of(tenant, device)
-        member, a, b = mark(tenant, event_id)
-        base = f"{self.prefix(shard, tenant)}:{ts_us // MINUTE_US}"
-        for key in (base, f"{base}:{a}", f"{base}:{a}:{b}"):
-            if await self.cluster.sismember(key, str(member)):
-                return True
-        return False
+        return await marked(self.cluster, self.prefix(shard, tenant), tenant, event_id, ts_us)

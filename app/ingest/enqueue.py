@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
 
 from app.core.errors import Unavailable
 from app.core.keys import tenant_key
@@ -175,9 +176,16 @@ class Enqueuer:
 
     async def is_seen(self, tenant: str, event_id: str, ts_us: int) -> bool:
         """Whether the event's mark is set (for tests and tools)."""
-        member, a, b = mark(tenant, event_id)
-        base = f"{self.prefix(tenant)}:{ts_us // MINUTE_US}"
-        for key in (base, f"{base}:{a}", f"{base}:{a}:{b}"):
-            if await self.redis.sismember(key, str(member)):
-                return True
-        return False
+        return await marked(self.redis, self.prefix(tenant), tenant, event_id, ts_us)
+
+
+async def marked(
+    redis: Redis | RedisCluster, prefix: str, tenant: str, event_id: str, ts_us: int
+) -> bool:
+    """Whether the event's mark is set under a dedupe prefix, in any set on its path."""
+    member, a, b = mark(tenant, event_id)
+    base = f"{prefix}:{ts_us // MINUTE_US}"
+    for key in (base, f"{base}:{a}", f"{base}:{a}:{b}"):
+        if await redis.sismember(key, str(member)):
+            return True
+    return False
