@@ -23,4 +23,6 @@ pytest_plugins = [
     "tests.fixtures.worker",
     "tests.fixtures.cluster",
     "tests.fixtures.replica",
+    # The forecaster's services (API, forecaster, training pool), for every package using them.
+    "tests.forecast.service_fixtures",
 ]

@@ -20,27 +20,10 @@ from forecast.models import Forecast
 from forecast.pool import TrainingPool
 from tests.alerts.test_alerts import run_alert_worker
 from tests.alerts.test_sse import serve, stream
-from tests.forecast.service_fixtures import (
-    QUARTER,
-    T0,
-    Write,
-    api,
-    api_app,
-    clean,
-    forecast_settings,
-    forecaster,
-    forecaster_app,
-    iso,
-    readings,
-    training_pool,
-    write,
-)
+from tests.forecast.service_fixtures import QUARTER, T0, Write, iso, readings
 from tests.helpers import post_batch, wait_for
 from tests.reads.test_reads import refresh
 from workers.alerts import Alerts
-
-__all__ = ["api", "api_app", "clean", "forecast_settings", "forecaster", "forecaster_app"]
-__all__ += ["training_pool", "write"]
 
 DAYS3 = 3 * 96
 

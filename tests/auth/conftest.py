@@ -5,9 +5,6 @@ import pytest
 
 from app.core.settings import Settings
 from tests.auth.keys import Keys
-from tests.forecast.service_fixtures import forecast_settings, training_pool
-
-__all__ = ["forecast_settings", "training_pool"]
 
 
 @pytest.fixture

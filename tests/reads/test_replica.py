@@ -23,35 +23,9 @@ from app.core.settings import Settings
 from app.main import create_app
 from tests.fixtures.replica import ReplicaCluster
 from tests.fixtures.worker import RunWorker
-from tests.forecast.service_fixtures import (
-    QUARTER,
-    T0,
-    Write,
-    api,
-    api_app,
-    clean,
-    daily,
-    forecast_settings,
-    forecaster,
-    forecaster_app,
-    iso,
-    readings,
-    training_pool,
-    write,
-)
+from tests.forecast.service_fixtures import QUARTER, T0, Write, daily, iso, readings
 from tests.helpers import event, post_batch, wait_for
 from tests.reads.test_reads import reset_rollups
-
-__all__ = [
-    "api",
-    "api_app",
-    "clean",
-    "forecast_settings",
-    "forecaster",
-    "forecaster_app",
-    "training_pool",
-    "write",
-]
 
 FALLBACKS = 'telemetry_read_replica_fallbacks_total{reason="unreachable"}'
 LAG_FALLBACKS = 'telemetry_read_replica_fallbacks_total{reason="lag"}'
