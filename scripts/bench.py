@@ -73,6 +73,15 @@ GENERATE = [sys.executable, "-m", "scripts.generate", "--quiet", "--burst-second
             "--grace", "180", "--stop-grace", "180"]  # fmt: skip
 
 
+# PostgreSQL backends by application_name, each counted as its client's share.
+BACKEND_NAMES = {
+    "telemetry-api": "postgres (api)",
+    "telemetry-worker": "postgres (workers)",
+    "baseline": "postgres (baseline)",
+    "bench-copy": "postgres (COPY)",
+}
+
+
 def cpu_seconds(pid: int) -> float | None:
     """utime + stime of a process, from /proc (psutil is not a dependency)."""
     try:
@@ -150,14 +159,8 @@ class Meter:
         pids = {c.pid: self._component(c) for c in self.stack.children if c.running}
         pids[os.getpid()] = "bench (probe, sampler)"
         pids |= self.extra
-        names = {
-            "telemetry-api": "postgres (api)",
-            "telemetry-worker": "postgres (workers)",
-            "baseline": "postgres (baseline)",
-            "bench-copy": "postgres (COPY)",
-        }
         for pid, app in await backends(self.conn):
-            pids[pid] = names.get(app, "postgres (bench)")
+            pids[pid] = BACKEND_NAMES.get(app, "postgres (bench)")
         return pids
 
     async def _scrape_stored(self) -> float:

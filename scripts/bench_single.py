@@ -38,7 +38,7 @@ from redis.asyncio import Redis
 
 from app.core.settings import dsn, get_settings
 from app.core.streams import EventStream
-from scripts.bench import box_busy_seconds, cpu_seconds
+from scripts.bench import BACKEND_NAMES, box_busy_seconds, cpu_seconds
 from scripts.schema import recreate
 from scripts.sql.bench import backends, copy_events, copy_readings
 from scripts.stack import Child, Stack, free_port
@@ -94,9 +94,6 @@ async def drained(redis: Redis, stream: EventStream, deadline_s: float = 600) ->
             return time.monotonic() - started
         await asyncio.sleep(0.2)
     raise RuntimeError("the workers did not drain the stream")
-
-
-BACKEND_NAMES = {"telemetry-api": "postgres (api)", "telemetry-worker": "postgres (workers)"}
 
 
 def _children(pid: int) -> list[int]:
