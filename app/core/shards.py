@@ -85,6 +85,13 @@ def all_shards(settings: Settings) -> list[Shard]:
     return [shard(settings, index) for index in range(settings.stream_shards)]
 
 
+def dead_letter_streams(settings: Settings) -> list[str]:
+    """Every dead-letter stream: each shard's on Redis Cluster, else the one."""
+    if settings.redis_cluster_url:
+        return [s.dead_letter_stream for s in all_shards(settings)]
+    return [settings.dead_letter_stream]
+
+
 def assigned(settings: Settings) -> list[Shard]:
     """The shards a worker consumes: WORKER_SHARDS ("0,2", "0-3", "0-1,5"), else all."""
     text = settings.worker_shards.strip()

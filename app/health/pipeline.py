@@ -16,13 +16,18 @@ from redis.asyncio import Redis
 
 from app.core.database import DATABASE_ERRORS
 from app.core.settings import Settings
-from app.core.shards import all_shards
+from app.core.shards import dead_letter_streams
 from app.core.streams import Consumer
 from app.core.timeparse import US, iso
 from app.health.workers import live_workers
 from app.ingest.backpressure import BacklogGate, ShardedBacklog
 from app.ingest.rate import IngestRate
 from app.reads.aggregates import rollup_state
+
+
+async def dead_letter_entries(redis: Redis, settings: Settings) -> int:
+    """Entries in every dead-letter stream (for /v1/pipeline and /metrics)."""
+    return sum([int(await redis.xlen(name)) for name in dead_letter_streams(settings)])
 
 
 async def _watermark_lag(pool: asyncpg.Pool) -> tuple[float | None, str]:
@@ -55,11 +60,9 @@ async def pipeline(
                 Consumer(f"{c.name}/{gate.label}", c.pending, c.idle_ms)
                 for c in await gate.stream.consumers()
             ]
-        dead_streams = [shard.dead_letter_stream for shard in all_shards(settings)]
     else:
         consumers = await backlog_gate.stream.consumers()
-        dead_streams = [settings.dead_letter_stream]
-    dead_letters = sum([await redis.xlen(name) for name in dead_streams])
+    dead_letters = await dead_letter_entries(redis, settings)
     workers = await live_workers(redis, settings.worker_health_prefix)
     per_second = await rate.per_second(settings.ingest_rate_window_s)
     lag, database = await _watermark_lag(pool)

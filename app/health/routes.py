@@ -13,8 +13,8 @@ from app.core.database import probe
 from app.core.deps import PoolDep, ReadPoolDep, RedisDep, SettingsDep, TenantDep
 from app.core.metrics import DEAD_LETTER_ENTRIES
 from app.core.responses import errors, json_response
-from app.core.shards import all_shards
 from app.health import schemas
+from app.health.pipeline import dead_letter_entries
 from app.health.pipeline import pipeline as pipeline_state
 from app.health.workers import live_workers
 from app.ingest.backpressure import ShardedBacklog
@@ -100,11 +100,7 @@ async def metrics(gate: GateDep, redis: RedisDep, settings: SettingsDep) -> Resp
     with suppress(RedisError, OSError):
         await gate.backlog.current()  # refreshes the backlog gauges
         await gate.durability.current()
-        if settings.redis_cluster_url:
-            dead = [shard.dead_letter_stream for shard in all_shards(settings)]
-        else:
-            dead = [settings.dead_letter_stream]
-        DEAD_LETTER_ENTRIES.set(sum([await redis.xlen(stream) for stream in dead]))
+        DEAD_LETTER_ENTRIES.set(await dead_letter_entries(redis, settings))
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
 
